@@ -42,6 +42,7 @@ class Site:
     states: tuple[StateInfo, ...]
     weight_shapes: dict = field(default_factory=dict)
     wrapper: str | None = None   # e.g. "PruneLowMagnitude" for tfmot-wrapped layers
+    model_calls: tuple[int, ...] = ()  # which call of each enclosing model, outermost first
 
     @property
     def path(self) -> str:
@@ -82,7 +83,7 @@ def _flag(layer_config: dict, key: str) -> bool:
     return bool(inner.get(key, False))
 
 
-def describe_site(level: Level, call: Call, prefix: str, model_path: tuple) -> Site:
+def describe_site(level: Level, call: Call, prefix: str, model_path: tuple, model_calls: tuple = ()) -> Site:
     entry = call.entry
     name = site_name(prefix, call.layer_name, call.index)
     input_shape = level.input_shape_of_call(call)
@@ -114,6 +115,7 @@ def describe_site(level: Level, call: Call, prefix: str, model_path: tuple) -> S
         input_shape=input_shape,
         states=states,
         weight_shapes=weights,
+        model_calls=model_calls,
     )
 
 
@@ -124,16 +126,20 @@ def _roles_only(entry: dict) -> list[str]:
     return roles
 
 
-def iter_level_sites(level: Level, prefix: str = "", model_path: tuple = ()) -> Iterator[Site]:
+def iter_level_sites(
+    level: Level, prefix: str = "", model_path: tuple = (), model_calls: tuple = ()
+) -> Iterator[Site]:
     for entry in level.layers:
         if is_model_entry(entry):
             nested = Level(entry, level.dialect)
             for call in level.calls(entry):
                 nested_prefix = site_name(prefix, call.layer_name, call.index)
-                yield from iter_level_sites(nested, nested_prefix, (*model_path, call.layer_name))
+                yield from iter_level_sites(
+                    nested, nested_prefix, (*model_path, call.layer_name), (*model_calls, call.index)
+                )
         elif registry.is_recurrent(entry):
             for call in level.calls(entry):
-                yield describe_site(level, call, prefix, model_path)
+                yield describe_site(level, call, prefix, model_path, model_calls)
 
 
 def find_sites(model_config: dict, family: str = "keras3") -> list[Site]:

@@ -1,0 +1,35 @@
+# The two commands a new machine needs: `make demo` and `make test` (see README).
+PYTHON ?= python3
+PIP_FLAGS ?= -q --disable-pip-version-check
+OUT ?= out
+
+.PHONY: install demo test test-slow bench fixtures clean
+
+install:
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[test]'
+
+demo: install
+	@mkdir -p $(OUT)
+	@echo "== before: what is inside the trained model (static, TensorFlow not loaded)"
+	lstm-surgery inspect fixtures/models/lstm_masking.keras
+	@echo
+	@echo "== surgery: expose h and c of every LSTM as outputs, and add initial-state inputs"
+	lstm-surgery expose-state fixtures/models/lstm_masking.keras -o $(OUT)/lstm_masking.exposed.keras --inputs --force
+	@echo
+	@echo "== after: the same input through both models"
+	$(PYTHON) examples/before_after.py fixtures/models/lstm_masking.keras $(OUT)/lstm_masking.exposed.keras
+
+test: install
+	$(PYTHON) -m pytest -q -n 2
+
+test-slow: install
+	$(PYTHON) -m pytest -q -n 2 -m slow
+
+bench: install
+	$(PYTHON) benchmarks/run.py
+
+fixtures:
+	$(PYTHON) fixtures/build.py
+
+clean:
+	rm -rf $(OUT) build *.egg-info

@@ -1,0 +1,179 @@
+"""The `lstm-surgery` command line: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 ok, 1 verification failed, 2 usage error or unreadable input,
+3 unsafe content refused, 4 model not supported.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from surgery.errors import SurgeryError
+
+EXIT_INTERNAL = 2
+
+
+def _emit_json(payload) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def handle_errors(command):
+    """Turn library exceptions into a one-line message and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        as_json = kwargs.get("as_json", False)
+        try:
+            return command(*args, **kwargs)
+        except SurgeryError as error:
+            _fail(str(error), error.exit_code, type(error).__name__, as_json)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130, "KeyboardInterrupt", as_json)
+        except Exception as error:  # never a traceback on the user's terminal
+            message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            _fail(f"unexpected error: {message}", EXIT_INTERNAL, "InternalError", as_json)
+
+    return wrapper
+
+
+def _fail(message: str, code: int, kind: str, as_json: bool):
+    if as_json:
+        _emit_json({"ok": False, "error": message, "error_type": kind, "exit_code": code})
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class Progress:
+    """Stage messages on stderr, only for an interactive terminal and never with --json."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            click.echo(f"  … {message}", err=True)
+
+
+def load_options(command):
+    """Options shared by every command that loads a model into Keras."""
+    command = click.option("--custom-objects", "custom_objects_file", type=click.Path(dir_okay=False),
+                           help="Trusted Python file defining/registering custom layers.")(command)
+    command = click.option("--unsafe", is_flag=True,
+                           help="Allow Lambda layers and code from outside Keras (runs code from the file!).")(command)
+    return command
+
+
+def write_options(command):
+    command = click.option("--force", is_flag=True, help="Overwrite an existing output.")(command)
+    command = click.option("--verify/--no-verify", default=True, show_default=True,
+                           help="Reload what was written and check it numerically.")(command)
+    command = click.option("--format", "fmt", type=click.Choice(["keras", "h5", "savedmodel"]),
+                           help="Output format (default: from the output's extension, else the input's).")(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lstm-surgery")
+def main():
+    """Expose, inject, stream and splice the state of recurrent layers in saved Keras models."""
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stable schema).")
+@handle_errors
+def inspect(model, as_json):
+    """List every recurrent layer of MODEL (static: nothing is executed, TensorFlow is not loaded)."""
+    from surgery.inspect import format_table, inspect as run_inspect
+
+    report = run_inspect(model)
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(format_table(report))
+
+
+@main.command("expose-state")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Output path (default: <stem>.exposed<ext> beside MODEL).")
+@click.option("--layer", "layers", multiple=True, help="Only this recurrent layer (name, site or path); repeatable.")
+@click.option("--inputs", is_flag=True, help="Also add initial-state inputs.")
+@click.option("--no-outputs", is_flag=True, help="Do not add state outputs.")
+@write_options
+@load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def expose_state(model, output, layers, inputs, no_outputs, fmt, verify, force, unsafe, custom_objects_file, as_json):
+    """Make recurrent states of MODEL extra outputs (and, with --inputs, extra inputs)."""
+    from surgery.expose import expose_state_file
+    from surgery.loading import load_custom_objects
+
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    result = expose_state_file(
+        model, output, layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
+        verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=Progress(not as_json),
+    )
+    _report_write(result, as_json)
+
+
+def _report_write(result, as_json: bool) -> None:
+    plan = result.plan
+    if as_json:
+        _emit_json({
+            "ok": True,
+            "output": str(result.output),
+            "manifest": str(result.manifest),
+            "format": result.format,
+            "weights_copied_byte_for_byte": result.fast_path,
+            "state_outputs": [s.as_dict() for s in plan.outputs],
+            "state_inputs": [s.as_dict() for s in plan.inputs],
+            "skipped": [{"site": s, "reason": r} for s, r in plan.skipped],
+            "verification": result.report.as_dict() if result.report is not None else None,
+        })
+        return
+    click.echo(f"wrote {result.output} ({result.format}) and {result.manifest.name}")
+    if plan.outputs:
+        click.echo(f"state outputs (after the {plan.original_outputs} original): "
+                   + ", ".join(f"{s.name} {_shape(s.shape)}" for s in plan.outputs))
+    if plan.inputs:
+        click.echo(f"state inputs (after the {plan.original_inputs} original): "
+                   + ", ".join(f"{s.name} {_shape(s.shape)}" for s in plan.inputs))
+    for site, reason in plan.skipped:
+        click.echo(f"note: no state input for {site}: {reason}")
+    if result.report is not None:
+        click.echo(result.report.summary())
+    else:
+        click.echo("not verified (--no-verify)")
+
+
+def _shape(shape) -> str:
+    return "(None, " + ", ".join(str(d) for d in shape) + ")"
+
+
+@main.command()
+@click.argument("original", type=click.Path())
+@click.argument("rebuilt", type=click.Path())
+@load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def verify(original, rebuilt, unsafe, custom_objects_file, as_json):
+    """Check that REBUILT reproduces ORIGINAL exactly and its states match the NumPy oracle."""
+    from surgery.loading import load_custom_objects
+    from surgery.verify import verify_files
+
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    report = verify_files(original, rebuilt, unsafe=unsafe, custom_objects=custom)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""expose-state: recurrent states become extra model outputs and/or inputs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from surgery import formats, saving
+from surgery.artifact import ModelArtifact
+from surgery.errors import UsageError
+from surgery.loading import load_model
+from surgery.quiet import import_keras, quiet
+from surgery.rewire import RewirePlan, rewire_states
+from surgery.safety import ensure_safe
+from surgery.sites import find_sites
+
+
+def expose_state(model, layers: Iterable[str] | None = None, outputs: bool = True, inputs: bool = False):
+    """Return a new Keras model whose selected recurrent states are outputs and/or inputs.
+
+    The input model is not modified. States are named `<site>_<role>` (outputs) and
+    `<site>_<role>_in` (inputs); see `plan_for(model, ...)` for the full plan.
+    """
+    rebuilt, _plan = rebuild_with_states(model, layers=layers, outputs=outputs, inputs=inputs)
+    return rebuilt
+
+
+def rebuild_with_states(model, *, layers=None, outputs=True, inputs=False, custom_objects=None):
+    """(new model, plan): rewire the model's own serialization, then copy its weights over."""
+    keras = import_keras()
+    with quiet():
+        config = keras.saving.serialize_keras_object(model)
+    new_config, plan = rewire_states(config, "keras3", layers=layers, outputs=outputs, inputs=inputs)
+    rebuilt = build_from_config(new_config, custom_objects=custom_objects)
+    transfer_weights(model, rebuilt)
+    return rebuilt, plan
+
+
+def build_from_config(config: dict, *, custom_objects=None):
+    keras = import_keras()
+    with quiet():
+        return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects or {}, safe_mode=True)
+
+
+def transfer_weights(source, target) -> None:
+    """Copy weights layer by layer, matched by name through nested models."""
+    keras = import_keras()
+    by_name = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        origin = by_name.get(layer.name)
+        if origin is None:
+            if layer.weights:
+                raise UsageError(f"rebuilt layer {layer.name!r} has weights but no counterpart in the source model")
+            continue
+        if isinstance(layer, keras.Model) and isinstance(origin, keras.Model):
+            transfer_weights(origin, layer)
+        elif layer.weights:
+            layer.set_weights(origin.get_weights())
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    output: Path
+    manifest: Path
+    plan: RewirePlan
+    format: str
+    fast_path: bool
+    report: object | None  # VerifyReport when verified
+
+
+def expose_state_file(
+    source: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    layers: Iterable[str] | None = None,
+    outputs: bool = True,
+    inputs: bool = False,
+    fmt: str | None = None,
+    verify: bool = True,
+    force: bool = False,
+    unsafe: bool = False,
+    custom_objects: dict | None = None,
+    progress=None,
+) -> WriteResult:
+    """File-to-file expose-state: rewrite, write atomically, verify, then rename into place."""
+    artifact = formats.read_artifact(source)
+    if artifact.weights_only:
+        raise UsageError(f"{str(source)!r} holds weights only; expose-state needs a full model file")
+    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    new_config, plan = rewire_states(
+        artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
+    )
+    return write_rewired(
+        artifact, new_config, plan, output, operation="expose-state", tag="exposed", fmt=fmt,
+        verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress,
+    )
+
+
+def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *, operation: str,
+                  tag: str, fmt=None, verify=True, force=False, unsafe=False, custom_objects=None,
+                  progress=None) -> WriteResult:
+    """Write a rewired config as a verified artifact. Shared by every config-level operation."""
+    step = progress or (lambda _message: None)
+    fmt = saving.infer_format(output, fmt) if output is not None else (fmt or artifact.format)
+    output = Path(output) if output is not None else saving.default_output_path(artifact.path, tag, fmt)
+    saving.check_output(artifact.path, output, force)
+    fast = (fmt == artifact.format and fmt in ("keras", "h5") and artifact.family == "keras3"
+            and not plan.weights_layout_changed)
+    original = rebuilt_live = None
+    report = None
+    with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
+        if fast:
+            step("writing (weights copied byte for byte)")
+            _write_config_only(artifact, new_config, temp, fmt)
+        else:
+            step("loading the original model")
+            original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+            rebuilt_live = build_from_config(new_config, custom_objects=custom_objects)
+            transfer_weights(original, rebuilt_live)
+            step(f"writing {fmt}")
+            _write_live(rebuilt_live, temp, fmt, plan)
+        if verify:
+            step("verifying")
+            report = _verify_written(artifact, temp, fmt, new_config, plan, original, rebuilt_live,
+                                     unsafe=unsafe, custom_objects=custom_objects)
+    manifest = saving.build_manifest(
+        artifact=output, fmt=fmt, family="keras3", operation=operation, plan=plan,
+        source=artifact.path, source_sha256=saving.sha256_of(artifact.path),
+        model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
+        extra={"verification": report.as_dict() if report is not None else None},
+    )
+    manifest_file = saving.write_manifest(output, manifest)
+    return WriteResult(output, manifest_file, plan, fmt, fast, report)
+
+
+def _write_config_only(artifact: ModelArtifact, new_config: dict, temp: Path, fmt: str) -> None:
+    if fmt == "keras":
+        formats.write_keras_zip(artifact.path, temp, new_config)
+    else:
+        formats.write_h5_with_config(artifact.path, temp, new_config)
+
+
+def _write_live(model, temp: Path, fmt: str, plan: RewirePlan) -> None:
+    if fmt == "savedmodel":
+        input_names, output_names = saving.signature_names(model, plan)
+        saving.export_savedmodel(model, temp, input_names, output_names)
+    else:
+        saving.save_keras_model(model, temp, fmt)
+
+
+def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, rebuilt_live, *,
+                    unsafe, custom_objects):
+    from surgery.verify import raise_if_failed, verify
+
+    if original is None:
+        original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    if fmt == "savedmodel":
+        reloaded = _SavedModelAdapter(temp, rebuilt_live, plan)
+    else:
+        reloaded = load_model(temp, unsafe=unsafe, custom_objects=custom_objects)
+    sites = find_sites(new_config, "keras3")
+    report = verify(original, reloaded, plan, sites)
+    return raise_if_failed(report)
+
+
+class _SavedModelAdapter:
+    """Calls a reloaded SavedModel's serving signature like a Keras model.
+
+    The numbers compared come from the reloaded SavedModel; graph structure (to probe a
+    site's inputs for the oracle) comes from the live rebuilt model it was exported from.
+    """
+
+    def __init__(self, directory: Path, live_model, plan: RewirePlan):
+        from surgery.quiet import import_tensorflow
+
+        tf = import_tensorflow()
+        with quiet():
+            loaded = tf.saved_model.load(str(directory))
+        self._keep_alive = loaded
+        self._signature = loaded.signatures["serving_default"]
+        self._input_names, self._output_names = saving.signature_names(live_model, plan)
+        self._live = live_model
+        self.inputs = live_model.inputs
+        self.layers = live_model.layers
+
+    def __call__(self, values, training=False):
+        values = values if isinstance(values, list) else [values]
+        result = self._signature(**dict(zip(self._input_names, values)))
+        return [result[name] for name in self._output_names]
+
+    def get_layer(self, name):
+        return self._live.get_layer(name)
+
+
+def _config_inputs(config: dict) -> list:
+    return _refs(config["config"].get("input_layers"))
+
+
+def _config_outputs(config: dict, plan: RewirePlan) -> list:
+    return _refs(config["config"].get("output_layers"))
+
+
+def _refs(structure) -> list:
+    if isinstance(structure, list) and len(structure) == 3 and isinstance(structure[0], str):
+        return [structure[0]]
+    if isinstance(structure, dict):
+        return list(structure.keys())
+    return [item[0] for item in structure or []]

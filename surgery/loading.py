@@ -1,0 +1,77 @@
+"""Load a model file into Keras, only after the static safety scan has passed."""
+
+from __future__ import annotations
+
+import os
+import runpy
+from pathlib import Path
+
+from surgery.artifact import ModelArtifact
+from surgery.errors import SurgeryError, UnreadableModelError, UsageError
+from surgery.formats import read_artifact
+from surgery.quiet import import_keras, quiet
+from surgery.safety import ensure_safe
+
+
+def load_custom_objects(path: str | os.PathLike | None) -> dict:
+    """Run a user's trusted Python file and collect the Keras objects it defines or registers.
+
+    This is the explicit opt-in for custom layers: the user vouches for the file.
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--custom-objects file not found: {str(path)!r}")
+    keras = import_keras()
+    before = dict(keras.saving.get_custom_objects())
+    try:
+        namespace = runpy.run_path(str(path), run_name="lstm_surgery_custom_objects")
+    except Exception as error:  # the user's file: report its failure in one line
+        raise UsageError(f"--custom-objects file {str(path)!r} failed: {type(error).__name__}: {error}") from None
+    objects = {
+        name: value
+        for name, value in namespace.items()
+        if isinstance(value, type) and issubclass(value, (keras.layers.Layer, keras.Model))
+        or getattr(value, "_lstm_surgery_custom", False)
+    }
+    registered = {k: v for k, v in keras.saving.get_custom_objects().items() if k not in before}
+    objects.update(registered)
+    objects.update({name.split(">")[-1]: value for name, value in registered.items()})
+    return objects
+
+
+def load_model(
+    source: str | os.PathLike | ModelArtifact,
+    *,
+    unsafe: bool = False,
+    custom_objects: dict | None = None,
+):
+    """Load a model file into Keras after refusing anything that would run code.
+
+    The static scan runs first and raises UnsafeContentError (exit 3) before Keras sees
+    the file; Keras' own safe_mode stays on unless `unsafe` is given.
+    """
+    artifact = source if isinstance(source, ModelArtifact) else read_artifact(source)
+    if artifact.weights_only:
+        raise UsageError(f"{artifact.path!r} holds weights only; a full model file is needed here")
+    custom_objects = dict(custom_objects or {})
+    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=custom_objects.keys())
+    from surgery import families
+
+    return families.load(artifact, custom_objects=custom_objects, safe_mode=not unsafe)
+
+
+def keras_load(path: str, *, custom_objects: dict, safe_mode: bool):
+    """Keras 3 loading of .keras/.h5 with every failure turned into a one-line error."""
+    keras = import_keras()
+    try:
+        with quiet():
+            return keras.saving.load_model(
+                path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+            )
+    except SurgeryError:
+        raise
+    except Exception as error:
+        message = " ".join(str(error).split())[:400]
+        raise UnreadableModelError(f"Keras could not load {path!r}: {type(error).__name__}: {message}") from None
