@@ -1,0 +1,36 @@
+"""Shared test helpers: fixture paths, and quiet TensorFlow."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures" / "models"
+sys.path.insert(0, str(ROOT / "fixtures"))
+
+CATALOG = json.loads((FIXTURES / "catalog.json").read_text()) if (FIXTURES / "catalog.json").exists() else []
+CATALOG_ENTRIES = CATALOG["models"] if isinstance(CATALOG, dict) else CATALOG
+
+
+def catalog_files(predicate=lambda entry: True):
+    return [entry["file"] for entry in CATALOG_ENTRIES if predicate(entry)]
+
+
+def is_rewirable(entry) -> bool:
+    return not entry.get("unsafe") and not entry.get("subclassed") and entry.get("format") == "keras"
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from surgery.quiet import import_keras
+
+    return import_keras()
+
+
+@pytest.fixture
+def fixture_path():
+    return lambda name: FIXTURES / name
