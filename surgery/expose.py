@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,8 @@ def rebuild_with_states(model, *, layers=None, outputs=True, inputs=False, custo
     """(new model, plan): rewire the model's own serialization, then copy its weights over."""
     keras = import_keras()
     with quiet():
-        config = keras.saving.serialize_keras_object(model)
+        # Through JSON so the live config has the exact shape of a saved one (lists, not tuples).
+        config = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
     new_config, plan = rewire_states(config, "keras3", layers=layers, outputs=outputs, inputs=inputs)
     rebuilt = build_from_config(new_config, custom_objects=custom_objects)
     transfer_weights(model, rebuilt)
@@ -41,7 +44,10 @@ def rebuild_with_states(model, *, layers=None, outputs=True, inputs=False, custo
 def build_from_config(config: dict, *, custom_objects=None):
     keras = import_keras()
     with quiet():
-        return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects or {}, safe_mode=True)
+        # Keras pops keys from the config it deserializes: give it a copy.
+        return keras.saving.deserialize_keras_object(
+            copy.deepcopy(config), custom_objects=custom_objects or {}, safe_mode=True
+        )
 
 
 def transfer_weights(source, target) -> None:

@@ -105,11 +105,16 @@ def _call(model, values):
         return [np.asarray(v) for v in _as_list(model(values if len(values) > 1 else values[0], training=False))]
 
 
-def _node_of(layer, call_index: int):
-    keras = import_keras()
-    # A nested Functional model's node 0 is the one made when it was built on its own inputs.
-    offset = 1 if isinstance(layer, keras.Model) else 0
-    return layer._inbound_nodes[call_index + offset]
+def _node_of(model, layer, call_index: int):
+    """The call_index-th call of `layer` inside `model`'s own graph.
+
+    A layer's node list can also hold nodes from other graphs (a nested model's own
+    construction, probes), so only the nodes that belong to `model` are counted.
+    """
+    by_depth = getattr(model, "_nodes_by_depth", None) or {}
+    graph_nodes = {id(node) for nodes in by_depth.values() for node in nodes}
+    nodes = [n for n in layer._inbound_nodes if not graph_nodes or id(n) in graph_nodes]
+    return nodes[call_index]
 
 
 def _probe(model, tensors: list, values: list) -> list[np.ndarray]:
@@ -125,12 +130,12 @@ def _site_call_values(model, values: list, site) -> tuple:
     current, current_values = model, values
     for name, call in zip(site.model_path, site.model_calls):
         nested = current.get_layer(name)
-        node = _node_of(nested, call)
+        node = _node_of(current, nested, call)
         inner_inputs = list(node.input_tensors)
         current_values = _probe(current, inner_inputs, current_values)
         current = nested
     layer = current.get_layer(site.layer)
-    node = _node_of(layer, site.call_index)
+    node = _node_of(current, layer, site.call_index)
     arguments = node.arguments
     sequence = arguments.args[0]
     mask = arguments.kwargs.get("mask")

@@ -1,0 +1,344 @@
+"""The `.keras` zip format (Keras 3, and tf_keras 2.13+ which writes the same layout).
+
+Members: `config.json` (the serialized model), `metadata.json` (`keras_version`, date),
+`model.weights.h5` (HDF5 weights, stored uncompressed) and optionally `assets/...`.
+
+Reading never extracts anything to disk. JSON members are read with a size cap and a
+decompression-bomb check; weight shapes come from the HDF5 metadata of the weights
+member, read in place through a seekable window onto the archive.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import zipfile
+from typing import Any
+
+import h5py
+
+from surgery.artifact import ModelArtifact
+from surgery.errors import UnreadableModelError, UsageError
+from surgery.formats import (
+    check_model_config,
+    family_from_version,
+    parse_json,
+    short_repr,
+    unreadable,
+)
+from surgery.formats.h5 import collect_dataset_shapes
+
+CONFIG_MEMBER = "config.json"
+METADATA_MEMBER = "metadata.json"
+WEIGHTS_MEMBER = "model.weights.h5"
+
+# A config.json of a few MB is already a very large model; 256 MiB is far beyond any
+# genuine one and still small enough to hold in memory.
+MAX_JSON_MEMBER_BYTES = 256 << 20
+# DEFLATE tops out near 1032:1 on pure zeros; nothing genuine is both large and that
+# compressible, so such a member is treated as a decompression bomb.
+BOMB_MIN_BYTES = 10_000_000
+BOMB_MAX_RATIO = 1000
+
+COPY_CHUNK_BYTES = 1 << 20
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
+_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
+_ENCRYPTED_FLAG = 0x1
+_UTF8_NAME_FLAG = 0x800
+
+
+# ----------------------------------------------------------------------------------------
+# Reading
+
+
+def read_keras_zip(path: str) -> ModelArtifact:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise unreadable(path, f"corrupt or truncated zip archive ({error})") from None
+    with archive:
+        members = _members_by_name(path, archive)
+        if CONFIG_MEMBER not in members:
+            raise unreadable(
+                path, f"zip archive has no {CONFIG_MEMBER}: not a .keras model file"
+            )
+        config = check_model_config(
+            path, _read_json_member(path, archive, members[CONFIG_MEMBER]), CONFIG_MEMBER
+        )
+        keras_version = _read_keras_version(path, archive, members.get(METADATA_MEMBER))
+        weights = members.get(WEIGHTS_MEMBER)
+        shapes = _read_weight_shapes(path, archive, weights) if weights else {}
+    return ModelArtifact(
+        path=path,
+        format="keras",
+        family=_family(keras_version, config),
+        model_config=config,
+        keras_version=keras_version,
+        weight_shapes=shapes,
+    )
+
+
+def _members_by_name(path: str, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if info.filename in members:
+            # Two readers may pick different copies of a duplicated name: ambiguous.
+            raise unreadable(path, f"zip archive holds member {info.filename!r} twice")
+        members[info.filename] = info
+    return members
+
+
+def _family(keras_version: str | None, config: dict[str, Any]) -> str:
+    if keras_version is not None:
+        return family_from_version(keras_version)
+    # No metadata.json: tf_keras names its own modules in the config.
+    module = config.get("module")
+    if isinstance(module, str) and module.split(".")[0] == "tf_keras":
+        return "keras2"
+    return "keras3"
+
+
+def _read_keras_version(
+    path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo | None
+) -> str | None:
+    if info is None:
+        return None  # Keras itself only needs config.json; metadata is informative.
+    metadata = _read_json_member(path, archive, info)
+    if not isinstance(metadata, dict):
+        raise unreadable(
+            path, f"{METADATA_MEMBER} is not a JSON object but {type(metadata).__name__}"
+        )
+    version = metadata.get("keras_version")
+    if version is not None and not isinstance(version, str):
+        raise unreadable(
+            path, f"{METADATA_MEMBER} keras_version is not a string: {short_repr(version)}"
+        )
+    return version
+
+
+def _read_json_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
+    data = _read_member_capped(path, archive, info, MAX_JSON_MEMBER_BYTES)
+    return parse_json(path, data, info.filename)
+
+
+def _read_member_capped(
+    path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int
+) -> bytes:
+    _refuse_bomb(path, info)
+    if info.file_size > cap:
+        raise unreadable(
+            path,
+            f"member {info.filename!r} declares {info.file_size} bytes, "
+            f"over the {cap} byte limit",
+        )
+    with archive.open(info) as member:
+        # Read one byte past the cap rather than trusting the declared size.
+        data = member.read(cap + 1)
+    if len(data) > cap:
+        raise unreadable(path, f"member {info.filename!r} is larger than {cap} bytes")
+    return data
+
+
+def _refuse_bomb(path: str, info: zipfile.ZipInfo) -> None:
+    if info.file_size > 0 and info.compress_size == 0:
+        raise unreadable(
+            path, f"member {info.filename!r} declares {info.file_size} bytes but stores none"
+        )
+    if (
+        info.file_size > BOMB_MIN_BYTES
+        and info.file_size > BOMB_MAX_RATIO * info.compress_size
+    ):
+        raise unreadable(
+            path,
+            f"member {info.filename!r} expands {info.compress_size} bytes to "
+            f"{info.file_size} (over {BOMB_MAX_RATIO}:1): refusing a decompression bomb",
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Weight shapes from the weights member, in place
+
+
+def _read_weight_shapes(
+    path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> dict[str, tuple[int, ...]]:
+    _refuse_bomb(path, info)
+    try:
+        with _open_member_seekable(path, archive, info) as member:
+            with h5py.File(member, "r") as weights:
+                return collect_dataset_shapes(path, weights)
+    except UnreadableModelError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise unreadable(
+            path, f"member {info.filename!r} is not a readable HDF5 file ({error})"
+        ) from None
+
+
+def _open_member_seekable(
+    path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> io.RawIOBase:
+    """A seekable reader over the member's bytes.
+
+    Keras stores the weights uncompressed, so their bytes sit verbatim in the archive and
+    a window onto the archive file reads them with real seeks. (A ZipExtFile also seeks,
+    but re-reads from the member's start on every backward seek, which h5py does a lot.)
+    Compressed members fall back to the slower ZipExtFile.
+    """
+    if info.compress_type != zipfile.ZIP_STORED:
+        return archive.open(info)
+    start = _stored_data_offset(path, archive, info)
+    return _FileWindow(open(archive.filename, "rb"), start, info.file_size)
+
+
+def _stored_data_offset(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    if info.flag_bits & _ENCRYPTED_FLAG:
+        raise unreadable(path, f"member {info.filename!r} is encrypted")
+    if info.compress_size != info.file_size:
+        raise unreadable(
+            path,
+            f"stored member {info.filename!r} has compressed size {info.compress_size} "
+            f"!= size {info.file_size}",
+        )
+    archive_size = os.path.getsize(archive.filename)
+    with open(archive.filename, "rb") as raw:
+        raw.seek(info.header_offset)
+        header = raw.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            raise unreadable(path, f"local header of {info.filename!r} is truncated")
+        fields = _LOCAL_HEADER.unpack(header)
+        signature, name_length, extra_length = fields[0], fields[9], fields[10]
+        if signature != _LOCAL_HEADER_SIGNATURE:
+            raise unreadable(path, f"bad local header signature for {info.filename!r}")
+        name = raw.read(name_length)
+    # Same check zipfile does: the local header must describe the same member.
+    encoding = "utf-8" if info.flag_bits & _UTF8_NAME_FLAG else "cp437"
+    if name.decode(encoding, "replace") != info.orig_filename:
+        raise unreadable(
+            path, f"local header name {short_repr(name)} != central name {info.filename!r}"
+        )
+    start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+    if start + info.file_size > archive_size:
+        raise unreadable(
+            path, f"member {info.filename!r} extends past the end of the archive"
+        )
+    return start
+
+
+class _FileWindow(io.RawIOBase):
+    """Read-only seekable view of bytes [start, start + size) of a binary file."""
+
+    def __init__(self, raw: io.BufferedReader, start: int, size: int):
+        super().__init__()
+        self._raw = raw
+        self._start = start
+        self._size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._position + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._position = target
+        return target
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        self._raw.seek(self._start + self._position)
+        got = self._raw.readinto(memoryview(buffer).cast("B")[:wanted]) or 0
+        self._position += got
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+# ----------------------------------------------------------------------------------------
+# Writing
+
+
+def write_keras_zip(
+    source_path: str | os.PathLike, dest_path: str | os.PathLike, new_config: dict
+) -> None:
+    """Write a copy of a .keras file with config.json replaced by `new_config`.
+
+    metadata.json, model.weights.h5 and assets are copied as streams in 1 MiB chunks
+    (memory stays flat whatever their size), in the original order, with the original
+    compression method, dates and attributes. Reading a member through zipfile checks
+    its CRC, so corrupt weights fail the copy instead of getting a fresh valid CRC.
+    Atomicity is the caller's business: dest_path is overwritten.
+    """
+    config_bytes = _encode_config(new_config)
+    source_text = os.fspath(source_path)
+    try:
+        with zipfile.ZipFile(source_text) as source:
+            members = _members_by_name(source_text, source)
+            if CONFIG_MEMBER not in members:
+                raise unreadable(source_text, f"zip archive has no {CONFIG_MEMBER}")
+            with zipfile.ZipFile(dest_path, "w", allowZip64=True) as dest:
+                dest.comment = source.comment
+                for info in members.values():
+                    if info.filename == CONFIG_MEMBER:
+                        dest.writestr(_clone_info(info), config_bytes)
+                    else:
+                        _copy_member(source_text, source, dest, info)
+    except zipfile.BadZipFile as error:
+        raise unreadable(source_text, f"corrupt zip archive ({error})") from None
+
+
+def _encode_config(new_config: dict) -> bytes:
+    if not isinstance(new_config, dict) or not isinstance(new_config.get("class_name"), str):
+        raise UsageError(
+            f"new config must be a dict with a class_name, got {short_repr(new_config)}"
+        )
+    try:
+        return json.dumps(new_config).encode("utf-8")
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"new config is not JSON-serializable: {error}") from None
+
+
+def _clone_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    clone = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+    clone.compress_type = info.compress_type
+    clone.comment = info.comment
+    clone.create_system = info.create_system
+    clone.external_attr = info.external_attr
+    # Lets zipfile decide up front whether the member needs ZIP64 headers.
+    clone.file_size = info.file_size
+    return clone
+
+
+def _copy_member(
+    source_path: str, source: zipfile.ZipFile, dest: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> None:
+    _refuse_bomb(source_path, info)
+    clone = _clone_info(info)
+    if info.is_dir():
+        dest.writestr(clone, b"")
+        return
+    with source.open(info) as reader, dest.open(clone, "w") as writer:
+        shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)

@@ -1,0 +1,530 @@
+"""Static safety scan of a serialized model config, run BEFORE any Keras deserialization.
+
+Keras rebuilds a model by looking up classes and functions named in the config. Some of
+those run arbitrary code (a Lambda's marshalled bytecode), load other artifacts
+(TFSMLayer), reach outside Keras (a `module` naming a foreign package), or are not
+modelling APIs at all (`keras.config.enable_unsafe_deserialization`, `get_file`). This
+module walks the config as plain JSON data, names every such place, and refuses it unless
+the user opted in.
+
+Keys that carry code references, from keras/src/saving/serialization_lib.py:
+`class_name`, `module`, `registered_name` (custom objects are "package>Name"),
+`config` when class_name is "function" (the function's name), `spec_name` (TypeSpecs);
+Lambda layers carry `function` ({"class_name": "__lambda__", "config": {"code": ...}} in
+Keras 3, base64 marshalled bytecode plus "function_type": "lambda" in Keras 2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from surgery.errors import UnsafeContentError
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str  # where in the config, e.g. "config.layers[2].config.layer.config.function"
+    kind: str  # "lambda" | "foreign_module" | "tfsmlayer" | "unsafe_api" | "custom_object"
+    detail: str  # human text naming the offending value
+
+
+# Modules Keras itself deserializes from. "tensorflow" in general is NOT allowed: only the
+# Keras 2 packages that lived inside it.
+ALLOWED_MODULE_ROOTS = (
+    "keras",
+    "tf_keras",
+    "tensorflow_model_optimization",
+    "tensorflow.keras",
+    "tensorflow.python.keras",
+)
+
+LAMBDA_NAMES = frozenset({"Lambda", "__lambda__"})
+TFSM_NAMES = frozenset({"TFSMLayer"})
+# Layers that load pickled / foreign code by design when rebuilt.
+CODE_LOADING_NAMES = frozenset({"TorchModuleWrapper"})
+
+# Non-modelling APIs and code-execution primitives, matched against each dotted or
+# "package>name" component of a code reference.
+UNSAFE_API_NAMES = frozenset(
+    {
+        "enable_unsafe_deserialization",
+        "get_file",
+        "load_model",
+        "load_weights",
+        "save_model",
+        "save_weights",
+        "model_from_json",
+        "model_from_yaml",
+        "model_from_config",
+        "deserialize_keras_object",
+        "register_keras_serializable",
+        "clear_session",
+        "load_img",
+        "save_img",
+        "exec",
+        "eval",
+        "compile",
+        "execfile",
+        "__import__",
+        "import_module",
+        "system",
+        "popen",
+        "spawn",
+        "subprocess",
+        "pickle",
+        "marshal",
+        "func_load",
+    }
+)
+# Importing any of these is a code-execution or filesystem primitive in itself.
+UNSAFE_MODULE_ROOTS = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "sys",
+        "subprocess",
+        "pickle",
+        "cPickle",
+        "_pickle",
+        "marshal",
+        "shutil",
+        "importlib",
+        "runpy",
+        "code",
+        "ctypes",
+        "socket",
+        "pty",
+        "dill",
+        "cloudpickle",
+        "joblib",
+        "webbrowser",
+        "urllib",
+        "requests",
+    }
+)
+# tf_keras TFOpLambda / SlicingOpLambda call any exported TensorFlow symbol by name; these
+# name components mark TensorFlow functions with side effects outside the model.
+TF_SIDE_EFFECT_NAMES = frozenset(
+    {
+        "io",
+        "gfile",
+        "write_file",
+        "read_file",
+        "py_function",
+        "numpy_function",
+        "py_func",
+        "print",
+        "Print",
+        "summary",
+        "saved_model",
+        "load_library",
+        "load_op_library",
+        "raw_ops",
+        "debugging",
+        "data",
+        "train",
+    }
+)
+TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+
+# tf_keras registers its own optimizers under the default "Custom" package.
+KERAS_REGISTERED_NAMES = frozenset(
+    "Custom>" + name
+    for name in (
+        "Adadelta Adafactor Adagrad Adam AdamW Adamax Ftrl Lion Nadam RMSprop SGD "
+        "SharpnessAwareMinimization"
+    ).split()
+)
+KERAS_PACKAGES = frozenset({"keras", "tf_keras"})
+
+# Public class names of keras / tf_keras layers, initializers, regularizers, constraints,
+# dtype policies, optimizers, losses and metrics, plus the serialization markers. Used
+# to tell a custom class from a known one; a known name is never flagged by itself.
+KNOWN_CLASS_NAMES = frozenset(
+    """
+    AUC AWQDTypePolicy AbstractRNNCell Accuracy Activation ActivityRegularization Adadelta
+    Adafactor Adagrad Adam AdamW Adamax AdaptiveAveragePooling1D AdaptiveAveragePooling2D
+    AdaptiveAveragePooling3D AdaptiveMaxPooling1D AdaptiveMaxPooling2D AdaptiveMaxPooling3D
+    Add AdditiveAttention AlphaDropout Attention AugMix AutoContrast Average
+    AveragePooling1D AveragePooling2D AveragePooling3D AvgPool1D AvgPool2D AvgPool3D
+    BaseLossScaleOptimizer BatchNormalization Bidirectional BinaryAccuracy
+    BinaryCrossentropy BinaryFocalCrossentropy BinaryIoU CTC CategoricalAccuracy
+    CategoricalCrossentropy CategoricalFocalCrossentropy CategoricalGeneralizedCrossEntropy
+    CategoricalHinge CategoryEncoding CenterCrop Circle Concatenate ConcordanceCorrelation
+    Constant Constraint ContrastLimitedAdaptiveHistogramEqualization Conv1D Conv1DTranspose
+    Conv2D Conv2DTranspose Conv3D Conv3DTranspose ConvLSTM1D ConvLSTM2D ConvLSTM3D
+    Convolution1D Convolution1DTranspose Convolution2D Convolution2DTranspose Convolution3D
+    Convolution3DTranspose CosineDecay CosineDecayRestarts CosineSimilarity Cropping1D
+    Cropping2D Cropping3D CutMix DTypePolicy DTypePolicyMap Dense DenseFeatures
+    DepthwiseConv1D DepthwiseConv2D Dice Discretization Dot Dropout DynamicEmbedding
+    DynamicLookup ELU EinsumDense Embedding Equalization ExponentialDecay F1Score
+    FBetaScore FalseNegatives FalsePositives Flatten FloatDTypePolicy Ftrl
+    GPTQDTypePolicy GRU GRUCell GRUCellV2 GRUV2 GaussianDropout GaussianNoise
+    GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D GlobalAvgPool1D
+    GlobalAvgPool2D GlobalAvgPool3D GlobalMaxPool1D GlobalMaxPool2D GlobalMaxPool3D
+    GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GlorotNormal GlorotUniform
+    GroupNormalization GroupQueryAttention GroupedQueryAttention HashedCrossing Hashing
+    HeNormal HeUniform Hinge Huber Identity IdentityInitializer Initializer InputLayer
+    InputSpec Int4DTypePolicy IntegerLookup InverseTimeDecay IoU KLDivergence L1 L1L2 L2
+    LSTM LSTMCell LSTMCellV2 LSTMV2 Lamb Layer LayerNormalization LeakyReLU
+    LearningRateSchedule LecunNormal LecunUniform Lion LocallyConnected1D
+    LocallyConnected2D LogCosh LogCoshError Loss LossScaleOptimizer
+    LossScaleOptimizerV3 Masking MaxNorm MaxNumBoundingBoxes MaxPool1D MaxPool2D
+    MaxPool3D MaxPooling1D MaxPooling2D MaxPooling3D Maximum Mean MeanAbsoluteError
+    MeanAbsolutePercentageError MeanIoU MeanMetricWrapper MeanRelativeError
+    MeanSquaredError MeanSquaredLogarithmicError MeanTensor MelSpectrogram Metric
+    MinMaxNorm Minimum MixUp Model MultiHeadAttention MultiOptimizer Multiply Muon Nadam
+    NonNeg Normalization OneHotIoU OneHotMeanIoU Ones Optimizer OptimizerMap OptimizerV2
+    Orthogonal OrthogonalInitializer OrthogonalRegularizer PReLU PearsonCorrelation
+    Permute PiecewiseConstantDecay Pipeline Poisson Policy PolynomialDecay Precision
+    PrecisionAtRecall QuantizedDTypePolicy QuantizedFloat8DTypePolicy R2Score
+    RMSNormalization RMSprop RNN RadialConstraint RandAugment RandomBrightness
+    RandomColorDegeneration RandomColorJitter RandomContrast RandomCrop
+    RandomElasticTransform RandomErasing RandomFlip RandomFourierFeatures
+    RandomGaussianBlur RandomGrayscale RandomHeight RandomHue RandomInvert RandomNormal
+    RandomPerspective RandomPosterization RandomRotation RandomSaturation RandomSharpness
+    RandomShear RandomTranslation RandomUniform RandomWidth RandomZoom ReLU Recall
+    RecallAtPrecision Reduction ReductionV2 Regularizer RepeatVector Rescaling Reshape
+    Resizing ReversibleEmbedding RootMeanSquaredError SGD STFT STFTInitializer
+    STFTSpectrogram ScheduleFreeAdamW SensitivityAtSpecificity SeparableConv1D
+    SeparableConv2D SeparableConvolution1D SeparableConvolution2D Sequential SimpleRNN
+    SimpleRNNCell Softmax Solarization SparseCategoricalAccuracy
+    SparseCategoricalCrossentropy SparseTopKCategoricalAccuracy SpatialDropout1D
+    SpatialDropout2D SpatialDropout3D SpecificityAtSensitivity SpectralNormalization
+    SquaredHinge StackedRNNCells StringLookup Subtract Sum SyncBatchNormalization
+    TextVectorization ThresholdedReLU TimeDistributed TopKCategoricalAccuracy
+    TrueNegatives TruePositives TruncatedNormal Tversky UnitNorm UnitNormalization
+    UpSampling1D UpSampling2D UpSampling3D VarianceScaling Wrapper ZeroPadding1D
+    ZeroPadding2D ZeroPadding3D Zeros constant glorot_normal glorot_uniform he_normal
+    he_uniform identity l1 l1_l2 l2 lecun_normal lecun_uniform max_norm min_max_norm
+    non_neg ones orthogonal orthogonal_regularizer radial_constraint random_normal
+    random_uniform stft truncated_normal unit_norm variance_scaling zeros
+    Functional TFOpLambda SlicingOpLambda TensorShape TypeSpec function
+    __keras_tensor__ __tensor__ __numpy__ __bytes__ __tuple__ __typespec__
+    __ellipsis__ __slice__
+    """.split()
+)
+
+_DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[.>][A-Za-z_][A-Za-z0-9_]*)+")
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
+_REFERENCE_SEPARATORS = re.compile(r"[.>/:]")
+# marshal type codes for a code object ('c', with or without the FLAG_REF bit).
+_MARSHAL_CODE_TYPES = (0x63, 0xE3)
+_MIN_BYTECODE_TEXT = 24
+
+# Keys whose string values _check_object already judges in context.
+_IDENTITY_KEYS = frozenset({"class_name", "module", "registered_name", "spec_name"})
+
+_OPT_IN_UNSAFE = "pass --unsafe if you trust this file"
+_OPT_IN_CUSTOM = "register it with --custom-objects FILE.py, or pass --unsafe if you trust this file"
+
+
+# ----------------------------------------------------------------------------------------
+# Public API
+
+
+def scan_config(config: dict) -> list[Finding]:
+    """Every unsafe place in a serialized model config, in document order."""
+    return [finding for finding, _ in _scan(config)]
+
+
+def ensure_safe(
+    config: dict, *, allow_unsafe: bool = False, trusted: Iterable[str] = ()
+) -> None:
+    """Raise UnsafeContentError unless every finding is opted into.
+
+    `trusted`: registered names ("package>Name") or class / function names the user
+    registered through --custom-objects; they allow custom objects and foreign modules,
+    never Lambdas, TFSMLayers or non-modelling APIs (only allow_unsafe does).
+    """
+    if allow_unsafe:
+        return
+    trusted_names = frozenset(trusted)
+    refused = [
+        finding for finding, trust_keys in _scan(config) if not (trust_keys & trusted_names)
+    ]
+    if not refused:
+        return
+    first = refused[0]
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    opt_in = _OPT_IN_CUSTOM if first.kind in ("custom_object", "foreign_module") else _OPT_IN_UNSAFE
+    raise UnsafeContentError(
+        f"refusing unsafe model content: {first.kind} at {first.path}: {first.detail}{more}; "
+        f"{opt_in}"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# The walk: explicit stack, so nesting depth cannot exhaust the Python stack
+
+
+# A location is a linked list (parent location, key), rendered only for findings: keeping
+# full path strings for every node would cost O(depth^2) on deep nesting.
+_Location = tuple  # (parent: _Location | None, key: str | int) or None for the root
+
+
+def _scan(config: Any) -> list[tuple[Finding, frozenset[str]]]:
+    results: list[tuple[Finding, frozenset[str]]] = []
+    for location, value in _walk(config):
+        if isinstance(value, dict):
+            check = _check_object(value)
+        elif location is not None and location[1] in _IDENTITY_KEYS:
+            continue  # already judged with the object that holds it
+        else:
+            check = _check_string(value)
+        if check is not None:
+            kind, detail, trust_keys = check
+            results.append((Finding(_render(location), kind, detail), trust_keys))
+    return results
+
+
+def _walk(root: Any) -> Iterator[tuple[_Location | None, Any]]:
+    """Pre-order walk yielding every dict and every string, with its location."""
+    stack: list[tuple[_Location | None, Any]] = [(None, root)]
+    seen: set[int] = set()  # guards against cyclic structures built in Python
+    while stack:
+        location, value = stack.pop()
+        if isinstance(value, str):
+            yield location, value
+            continue
+        if isinstance(value, dict):
+            items = list(value.items())
+        elif isinstance(value, (list, tuple)):
+            items = list(enumerate(value))
+        else:
+            continue
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            yield location, value
+        for key, child in reversed(items):
+            if isinstance(child, (dict, list, tuple, str)):
+                stack.append(((location, key), child))
+
+
+def _render(location: _Location | None) -> str:
+    keys = []
+    while location is not None:
+        location, key = location
+        keys.append(key)
+    parts = []
+    for key in reversed(keys):
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        else:
+            parts.append(f".{key}" if parts else str(key))
+    return "".join(parts) or "(root)"
+
+
+# ----------------------------------------------------------------------------------------
+# Checks. Each returns (kind, detail, trust keys) or None; trust keys are the names that,
+# when registered by the user, make the finding acceptable (empty: never by trust).
+
+_Check = tuple  # (kind: str, detail: str, trust_keys: frozenset[str])
+_NOT_TRUSTABLE: frozenset[str] = frozenset()
+
+
+def _check_object(obj: dict) -> _Check | None:
+    class_name = _text(obj.get("class_name"))
+    module = _text(obj.get("module"))
+    registered = _text(obj.get("registered_name"))
+    function_name = _text(obj.get("config")) if class_name == "function" else None
+    names = {n for n in (class_name, registered and _last_part(registered)) if n}
+
+    return (
+        _check_lambda(obj, names)
+        or _check_tfsmlayer(obj, names)
+        or _check_unsafe_api(obj, class_name, module, registered, function_name, names)
+        or _check_module(class_name, module, registered, function_name)
+        or _check_registered_name(class_name, registered)
+    )
+
+
+def _check_lambda(obj: dict, names: set[str]) -> _Check | None:
+    if names & LAMBDA_NAMES:
+        if "__lambda__" in names:
+            return "lambda", "a Python lambda (marshalled bytecode)", _NOT_TRUSTABLE
+        layer = _text(_inner(obj).get("name")) or _text(obj.get("name")) or "?"
+        return "lambda", f"Lambda layer {layer!r} runs arbitrary Python code", _NOT_TRUSTABLE
+    for key, value in obj.items():
+        # Keras 2 Lambda configs: "function_type": "lambda", "output_shape_type": "lambda".
+        if isinstance(key, str) and key.endswith("_type") and value == "lambda":
+            return "lambda", f"{key} 'lambda': a marshalled Python function", _NOT_TRUSTABLE
+    return None
+
+
+def _check_tfsmlayer(obj: dict, names: set[str]) -> _Check | None:
+    if not names & TFSM_NAMES:
+        return None
+    target = _inner(obj).get("filepath")
+    return (
+        "tfsmlayer",
+        f"TFSMLayer loads and runs the SavedModel at {_quote(target)}",
+        _NOT_TRUSTABLE,
+    )
+
+
+def _check_unsafe_api(
+    obj: dict,
+    class_name: str | None,
+    module: str | None,
+    registered: str | None,
+    function_name: str | None,
+    names: set[str],
+) -> _Check | None:
+    if names & CODE_LOADING_NAMES:
+        return "unsafe_api", f"{class_name or registered} loads pickled code", _NOT_TRUSTABLE
+    if module is not None and _root(module) in UNSAFE_MODULE_ROOTS:
+        target = f"{module}.{function_name or class_name}"
+        return "unsafe_api", f"reference to {target!r} (module {module!r})", _NOT_TRUSTABLE
+    references = [
+        value
+        for value in (module, class_name, registered, function_name, _text(obj.get("spec_name")))
+        if value
+    ]
+    for reference in references:
+        hit = _unsafe_component(reference)
+        if hit:
+            full = ".".join(part for part in (module, function_name or class_name) if part)
+            return "unsafe_api", f"non-modelling API {hit!r} in {full!r}", _NOT_TRUSTABLE
+    if class_name in TF_OP_LAYERS or (registered and _last_part(registered) in TF_OP_LAYERS):
+        function = _text(_inner(obj).get("function"))
+        if function and set(_REFERENCE_SEPARATORS.split(function)) & TF_SIDE_EFFECT_NAMES:
+            return (
+                "unsafe_api",
+                f"{class_name} calls TensorFlow function tf.{function} (side effects)",
+                _NOT_TRUSTABLE,
+            )
+    return None
+
+
+def _check_module(
+    class_name: str | None,
+    module: str | None,
+    registered: str | None,
+    function_name: str | None,
+) -> _Check | None:
+    if module is None or _module_allowed(module):
+        return None
+    trust = _trust_keys(class_name, registered, function_name, module)
+    if class_name == "function":
+        # Keras 3 writes a registered custom function as module "builtins" with the
+        # "package>name" registration as its config.
+        custom = any(name and ">" in name for name in (function_name, registered))
+        return (
+            "custom_object" if custom else "foreign_module",
+            f"function {function_name!r} from module {module!r} outside Keras",
+            trust,
+        )
+    known = class_name in KNOWN_CLASS_NAMES and not (registered and ">" in registered)
+    if known:
+        return "foreign_module", f"class {class_name!r} from module {module!r} outside Keras", trust
+    what = f"custom class {class_name!r} from module" if class_name else "module"
+    return (
+        "custom_object",
+        f"{what} {module!r} outside Keras"
+        + (f" (registered as {registered!r})" if registered else ""),
+        trust,
+    )
+
+
+def _check_registered_name(class_name: str | None, registered: str | None) -> _Check | None:
+    # Keras 3 puts "package>Name" in registered_name; Keras 2 puts it in class_name.
+    for name in (registered, class_name):
+        if name and ">" in name and not _keras_registration(name):
+            return (
+                "custom_object",
+                f"custom object {name!r}",
+                _trust_keys(class_name, registered, None, None),
+            )
+    return None
+
+
+def _check_string(text: str) -> _Check | None:
+    if _looks_like_bytecode(text):
+        return "lambda", "marshalled Python bytecode (base64)", _NOT_TRUSTABLE
+    if _DOTTED_PATH.fullmatch(text):
+        hit = _unsafe_component(text)
+        if hit or _root(text) in UNSAFE_MODULE_ROOTS:
+            return "unsafe_api", f"reference to {text!r}", _NOT_TRUSTABLE
+    return None
+
+
+# ----------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _inner(obj: dict) -> dict:
+    inner = obj.get("config")
+    return inner if isinstance(inner, dict) else {}
+
+
+def _quote(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _root(module: str) -> str:
+    return module.split(".", 1)[0]
+
+
+def _last_part(reference: str) -> str:
+    return reference.rsplit(">", 1)[-1]
+
+
+def _module_allowed(module: str) -> bool:
+    return any(
+        module == allowed or module.startswith(allowed + ".") for allowed in ALLOWED_MODULE_ROOTS
+    )
+
+
+def _unsafe_component(reference: str) -> str | None:
+    for part in _REFERENCE_SEPARATORS.split(reference):
+        if part in UNSAFE_API_NAMES:
+            return part
+    return None
+
+
+def _keras_registration(name: str) -> bool:
+    package = name.split(">", 1)[0]
+    return name in KERAS_REGISTERED_NAMES or package in KERAS_PACKAGES
+
+
+def _trust_keys(
+    class_name: str | None, registered: str | None, function_name: str | None, module: str | None
+) -> frozenset[str]:
+    keys = {registered, function_name}
+    if class_name != "function":
+        keys.add(class_name)
+        if module and class_name:
+            keys.add(f"{module}.{class_name}")
+    keys.discard("function")
+    return frozenset(key for key in keys if key)
+
+
+def _looks_like_bytecode(text: str) -> bool:
+    """base64 text that decodes to a marshalled code object, as func_dump writes it."""
+    if len(text) < _MIN_BYTECODE_TEXT or not _BASE64_TEXT.fullmatch(text):
+        return False
+    head = "".join(text[:64].split())[:8]  # 8 base64 chars -> 6 bytes
+    try:
+        decoded = base64.b64decode(head, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    # A code object starts with its type byte, then a little-endian int32 argcount, which
+    # is small: three zero bytes make this specific enough to rule out ordinary text.
+    return (
+        len(decoded) >= 5
+        and decoded[0] in _MARSHAL_CODE_TYPES
+        and decoded[2:5] == b"\x00\x00\x00"
+    )

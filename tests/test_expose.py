@@ -1,0 +1,109 @@
+"""expose-state on real files and live models, checked bit-exactly and against the NumPy oracle."""
+
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, catalog_files, is_rewirable
+from surgery.expose import expose_state, expose_state_file, rebuild_with_states
+from surgery.sites import find_sites
+from surgery.verify import random_inputs, verify
+
+REWIRABLE = catalog_files(is_rewirable)
+
+
+def sha256(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def member_sha256(path, member):
+    with zipfile.ZipFile(path) as archive:
+        return hashlib.sha256(archive.read(member)).hexdigest()
+
+
+@pytest.mark.parametrize("name", REWIRABLE)
+def test_file_surgery_is_verified_and_keeps_weights_byte_identical(name, tmp_path):
+    source = FIXTURES / name
+    before = sha256(source)
+    out = tmp_path / f"out_{name}"
+    result = expose_state_file(source, out, inputs=True)
+    assert sha256(source) == before, "the input file must never change"
+    assert result.fast_path
+    assert member_sha256(out, "model.weights.h5") == member_sha256(source, "model.weights.h5")
+    report = result.report
+    assert report.outputs_identical and report.output_diffs and max(report.output_diffs) == 0.0
+    assert set(report.state_errors) == {s.name for s in result.plan.outputs}
+    for state in result.plan.outputs:
+        assert report.state_errors[state.name] <= report.tolerances[state.name]
+    manifest = json.loads(result.manifest.read_text())
+    assert [s["name"] for s in manifest["state_outputs"]] == [s.name for s in result.plan.outputs]
+    assert [s["name"] for s in manifest["state_inputs"]] == [s.name for s in result.plan.inputs]
+    assert manifest["source"]["sha256"] == before
+    assert manifest["verification"]["ok"] is True
+
+
+def test_float32_states_match_the_oracle_within_1e_5(tmp_path):
+    result = expose_state_file(FIXTURES / "lstm_stacked.keras", tmp_path / "s.keras", inputs=True)
+    assert result.report.tolerances and set(result.report.tolerances.values()) == {1e-5}
+    assert max(result.report.state_errors.values()) <= 1e-5
+
+
+def test_live_api_returns_a_new_model_and_leaves_the_input_alone(keras):
+    model = keras.saving.load_model(FIXTURES / "lstm_nested.keras")
+    weights_before = [w.copy() for w in model.get_weights()]
+    outputs_before = len(model.outputs)
+    exposed = expose_state(model, inputs=True)
+    assert exposed is not model
+    assert len(model.outputs) == outputs_before
+    assert all(np.array_equal(a, b) for a, b in zip(weights_before, model.get_weights()))
+    assert exposed.output_names[outputs_before:] == [
+        "inner__inner_lstm_h", "inner__inner_lstm_c", "outer_lstm_h", "outer_lstm_c"]
+    assert [t.name for t in exposed.inputs][1:] == [
+        "inner__inner_lstm_h_in", "inner__inner_lstm_c_in", "outer_lstm_h_in", "outer_lstm_c_in"]
+
+
+@pytest.mark.parametrize("name", ["lstm_masking.keras", "bidirectional.keras", "rnn_stacked_cells.keras",
+                                  "lstm_shared.keras", "convlstm1d.keras", "mixed_precision.keras"])
+def test_live_api_round_trip_matches_oracle(keras, name):
+    model = keras.saving.load_model(FIXTURES / name)
+    rebuilt, plan = rebuild_with_states(model, inputs=True)
+    sites = find_sites(keras.saving.serialize_keras_object(rebuilt))
+    report = verify(model, rebuilt, plan, sites)
+    assert report.ok, report.summary()
+
+
+def test_zero_initial_states_reproduce_outputs_and_nonzero_states_change_them(keras):
+    model = keras.saving.load_model(FIXTURES / "lstm_embedding_mask.keras")
+    rebuilt, plan = rebuild_with_states(model, inputs=True)
+    x = random_inputs(model, batch=3)
+    zeros = [np.zeros((3, *s.shape), "float32") for s in plan.inputs]
+    ones = [np.ones((3, *s.shape), "float32") for s in plan.inputs]
+    base = np.asarray(model(x[0]))
+    assert np.array_equal(np.asarray(rebuilt(x + zeros)[0]), base)
+    assert not np.allclose(np.asarray(rebuilt(x + ones)[0]), base)
+
+
+def test_selected_layer_only(tmp_path):
+    result = expose_state_file(FIXTURES / "multi_io.keras", tmp_path / "m.keras", layers=["aux_gru"])
+    assert [s.name for s in result.plan.outputs] == ["aux_gru_h"]
+    assert result.report.ok
+
+
+def test_h5_output_and_h5_input(tmp_path):
+    from_h5 = expose_state_file(FIXTURES / "lstm_sequential.h5", tmp_path / "a.h5")
+    assert from_h5.fast_path and from_h5.report.ok
+    to_h5 = expose_state_file(FIXTURES / "gru.keras", tmp_path / "b.h5")
+    assert not to_h5.fast_path and to_h5.report.ok and to_h5.format == "h5"
+
+
+def test_savedmodel_output_has_signature_keys_named_by_state(keras, tmp_path):
+    import tensorflow as tf
+
+    result = expose_state_file(FIXTURES / "lstm_functional.keras", tmp_path / "sm", inputs=True)
+    assert result.format == "savedmodel" and result.report.ok
+    signature = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    assert set(signature.structured_input_signature[1]) == {"x", "encoder_lstm_h_in", "encoder_lstm_c_in"}
+    assert {"encoder_lstm_h", "encoder_lstm_c"} <= set(signature.structured_outputs)
