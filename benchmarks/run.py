@@ -1,0 +1,164 @@
+"""Benchmarks for the figures named in the issues. Prints a Markdown table for the README.
+
+    python benchmarks/run.py [--size-mb 1024] [--only NAME]
+
+- inspect on a model with ~100 MB of weights: wall time, TensorFlow never imported.
+- expose-state --no-verify on a model with ~1 GB of LSTM weights: time vs `cp`, peak RSS,
+  weights member byte-identical.
+- full-sequence throughput of the rebuilt model vs the original.
+
+Big models are generated once under benchmarks/data/ (ignored by git): a real Keras LSTM
+model saved small, whose weights member is then rewritten at full size with h5py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data"
+sys.path.insert(0, str(ROOT))
+
+
+def big_lstm_model(path: Path, weight_mb: int) -> Path:
+    """A stacked-LSTM .keras file with about `weight_mb` MB of float32 weights."""
+    if path.exists():
+        return path
+    from surgery.quiet import import_keras
+
+    keras = import_keras()
+    # Two LSTM layers of `units`: weights ~ 4*4*units^2*2 floats -> choose units to hit the size.
+    units = int(((weight_mb * 1e6) / 4 / (2 * 8)) ** 0.5)
+    inputs = keras.Input((None, units), name="x")
+    hidden = keras.layers.LSTM(units, return_sequences=True, name="lstm_a")(inputs)
+    hidden = keras.layers.LSTM(units, name="lstm_b")(hidden)
+    outputs = keras.layers.Dense(4, name="head")(hidden)
+    model = keras.Model(inputs, outputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def timed(command: list[str]) -> tuple[float, int]:
+    """(seconds, peak RSS in MB) of a child process."""
+    # GNU time reports this one command's peak RSS (getrusage would mix all children).
+    report = DATA / ".time"
+    start = time.perf_counter()
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *command], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    return elapsed, int(report.read_text().split()[-1]) // 1024
+
+
+def member_hash(path: Path, member: str) -> str:
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def best_of(n: int, command: list[str]) -> tuple[float, int]:
+    runs = [timed(command) for _ in range(n)]
+    return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def bench_inspect(rows: list) -> None:
+    model = big_lstm_model(DATA / "lstm_100mb.keras", 100)
+    size = model.stat().st_size / 1e6
+    code = (
+        "import sys, time; t=time.perf_counter(); from surgery.inspect import inspect; "
+        f"inspect({str(model)!r}); dt=time.perf_counter()-t; "
+        "assert 'tensorflow' not in sys.modules; print(dt)"
+    )
+    times = []
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+        times.append(float(out.stdout.strip()))
+    cli_time, cli_rss = best_of(3, [sys.executable, str(ROOT / "cli.py"), "inspect", str(model), "--json"])
+    rows.append(("inspect, 100 MB model (in-process, best of 5)", f"{min(times):.3f} s", "target ≤ 0.3 s; TensorFlow not imported"))
+    rows.append(("inspect CLI incl. Python start-up", f"{cli_time:.3f} s", f"peak RSS {cli_rss} MB; file {size:.0f} MB"))
+
+
+def bench_expose(rows: list, size_mb: int) -> None:
+    model = big_lstm_model(DATA / f"lstm_{size_mb}mb.keras", size_mb)
+    size = model.stat().st_size / 1e6
+    out = DATA / "exposed.keras"
+    copy = DATA / "copy.keras"
+    cp_time, _ = best_of(3, ["cp", str(model), str(copy)])
+    command = [sys.executable, str(ROOT / "cli.py"), "expose-state", str(model), "-o", str(out),
+               "--no-verify", "--force"]
+    ours, rss = best_of(3, command)
+    same = member_hash(model, "model.weights.h5") == member_hash(out, "model.weights.h5")
+    startup, _ = best_of(3, [sys.executable, "-c", "import cli, surgery.expose"])
+    rows.append((f"cp of the {size:.0f} MB model", f"{cp_time:.3f} s", ""))
+    rows.append((f"expose-state --no-verify, {size:.0f} MB", f"{ours:.3f} s",
+                 f"{ours / cp_time:.2f}× cp (target ≤ 2×); peak RSS {rss} MB (target ≤ 300); "
+                 f"weights member identical: {same}; Python start-up {startup:.2f} s of it"))
+    copy.unlink(missing_ok=True)
+
+
+def bench_throughput(rows: list) -> None:
+    import numpy as np
+
+    from surgery.expose import expose_state
+    from surgery.quiet import import_keras, import_tensorflow
+
+    keras = import_keras()
+    tf = import_tensorflow()
+    inputs = keras.Input((None, 64))
+    hidden = keras.layers.LSTM(256, return_sequences=True)(inputs)
+    hidden = keras.layers.LSTM(256)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(8)(hidden))
+    rebuilt = expose_state(model, inputs=True)
+    x = np.random.default_rng(0).standard_normal((32, 200, 64)).astype("float32")
+    zeros = [np.zeros((32, 256), "float32")] * 4
+    f_orig = tf.function(lambda v: model(v, training=False))
+    f_new = tf.function(lambda v, s: rebuilt([v, *s], training=False))
+
+    def rate(fn, *args, repeats=5):
+        fn(*args)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(*args)
+            best = min(best, time.perf_counter() - start)
+        return x.shape[0] * x.shape[1] / best
+
+    original, new = rate(f_orig, x), rate(f_new, x, zeros)
+    rows.append(("full-sequence throughput, 2×LSTM(256), batch 32, T=200",
+                 f"{new:,.0f} steps/s", f"{new / original:.3f}× the original's {original:,.0f} (target ≥ 0.98×)"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--only", choices=["inspect", "expose", "throughput"])
+    args = parser.parse_args()
+    rows: list = []
+    if args.only in (None, "inspect"):
+        bench_inspect(rows)
+    if args.only in (None, "expose"):
+        bench_expose(rows, args.size_mb)
+    if args.only in (None, "throughput"):
+        bench_throughput(rows)
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print("| benchmark | result | notes |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(json.dumps({"rows": rows}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
