@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import json
 import os
@@ -116,6 +117,10 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             and not plan.weights_layout_changed)
     original = rebuilt_live = None
     report = None
+    # Hash the source on a second thread while the copy runs: hashlib releases the GIL.
+    hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    source_hash = hasher.submit(saving.sha256_of, artifact.path)
+    hasher.shutdown(wait=False)
     with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
         if fast:
             step("writing (weights copied byte for byte)")
@@ -133,7 +138,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
                                      unsafe=unsafe, custom_objects=custom_objects)
     manifest = saving.build_manifest(
         artifact=output, fmt=fmt, family="keras3", operation=operation, plan=plan,
-        source=artifact.path, source_sha256=saving.sha256_of(artifact.path),
+        source=artifact.path, source_sha256=source_hash.result(),
         model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
         extra={"verification": report.as_dict() if report is not None else None},
     )
