@@ -1,6 +1,6 @@
 # The two commands a new machine needs: `make demo` and `make test` (see README).
 PYTHON ?= python3
-PIP_FLAGS ?= -q --disable-pip-version-check
+PIP_FLAGS ?= -q --disable-pip-version-check --root-user-action=ignore
 OUT ?= out
 
 .PHONY: install demo test test-slow bench fixtures clean

@@ -97,6 +97,12 @@ class Keras3Dialect:
             raise NotSupportedError(
                 f"cannot add state inputs to a nested model called with a {type(first).__name__} of inputs"
             )
+        # A mask passed to the nested model must keep the structure of its inputs.
+        kwargs = node.get("kwargs", {})
+        mask = kwargs.get("mask")
+        if mask is not None:
+            padding = [None] * len(tensors)
+            kwargs["mask"] = [mask, *padding] if inputs_were_single else [*mask, *padding]
 
     def input_layer(self, name: str, shape, dtype: str) -> dict:
         return {

@@ -124,4 +124,4 @@ def format_table(report: dict) -> str:
 
 
 def _shape(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+    return str(tuple(shape))

@@ -52,6 +52,7 @@ class _Lifted:
     dtype: str
     policy: object
     ref: tuple | None = None  # output tensor at the current level
+    implicit_mask: bool = False  # its layer call relies on a mask Keras fills in at run time
 
 
 @dataclass
@@ -201,7 +202,8 @@ def _rewire_recurrent(level: Level, entry: dict, context: _Context, model_path: 
                 _require_known_shape(site, state)
                 ref = level.add_input(level.unique_name(state.input_name), state.shape, state.dtype)
                 tensors.append(level.dialect.tensor(ref, (None, *state.shape), state.dtype))
-                ins.append(_Lifted(site.name, state.role, state.shape, state.dtype, policy, ref))
+                ins.append(_Lifted(site.name, state.role, state.shape, state.dtype, policy, ref,
+                                   implicit_mask=level.dialect.get_kwarg(call.node, "mask") is None))
             level.dialect.set_initial_state(call.node, kind.state_structure(entry, tensors))
     return outs, ins
 
@@ -238,6 +240,7 @@ def _rewire_nested(level: Level, entry: dict, context: _Context, model_path: tup
                                                 dialect.tensor(state.ref, (None, *state.shape), state.dtype)))
         nested.add_output((name, 0, 0))
     entry.pop("build_config", None)
+    _refuse_lost_masks(level, entry, inner_ins)
     outs, ins = [], []
     for call in level.calls(entry):
         prefix = site_name("", call.layer_name, call.index)
@@ -253,3 +256,19 @@ def _rewire_nested(level: Level, entry: dict, context: _Context, model_path: tup
         if tensors:
             dialect.append_model_inputs(call.node, tensors, inputs_single)
     return outs, ins
+
+
+def _refuse_lost_masks(level: Level, entry: dict, inner_ins: list) -> None:
+    """Keras fills a layer's mask in implicitly only while the layer gets one tensor argument.
+
+    Inside a nested model called with a mask, a recurrent layer given an initial state would
+    silently stop masking; refuse rather than change the model's numbers.
+    """
+    implicit = sorted({state.site for state in inner_ins if state.implicit_mask})
+    masked_calls = [call for call in level.calls(entry) if level.dialect.get_kwarg(call.node, "mask") is not None]
+    if implicit and masked_calls:
+        raise NotSupportedError(
+            f"cannot add state inputs to {implicit[0]!r} inside nested model {Level.name_of(entry)!r}: "
+            "the model is called with a mask, which Keras stops passing on once an initial state is "
+            "given; expose state outputs only (without --inputs) for this layer"
+        )

@@ -210,6 +210,26 @@ KNOWN_CLASS_NAMES = frozenset(
     """.split()
 )
 
+# Functions Keras 3 may write as {"module": "builtins", "class_name": "function", ...}:
+# for module "builtins" it resolves the name only inside keras.activations / losses /
+# metrics / initializers / regularizers / constraints / optimizers, so these are safe.
+KNOWN_FUNCTION_NAMES = frozenset(
+    """
+    KLD MAE MAPE MSE MSLE binary_accuracy binary_crossentropy binary_focal_crossentropy
+    categorical_accuracy categorical_crossentropy categorical_focal_crossentropy
+    categorical_generalized_cross_entropy categorical_hinge celu circle
+    concordance_correlation cosine_similarity ctc dice elu exponential gelu glu
+    hard_shrink hard_sigmoid hard_silu hard_swish hard_tanh hinge huber kl_divergence
+    kld kullback_leibler_divergence l1_l2 leaky_relu linear log_cosh log_sigmoid
+    log_softmax logcosh mae mape mean_absolute_error mean_absolute_percentage_error
+    mean_squared_error mean_squared_logarithmic_error mish mse msle pearson_correlation
+    poisson relu relu6 selu sigmoid silu soft_shrink softmax softplus softsign
+    sparse_categorical_accuracy sparse_categorical_crossentropy sparse_plus
+    sparse_sigmoid sparse_top_k_categorical_accuracy sparsemax squared_hinge squareplus
+    swish tanh tanh_shrink threshold top_k_categorical_accuracy tversky
+    """.split()
+)
+
 _DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[.>][A-Za-z_][A-Za-z0-9_]*)+")
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
 _REFERENCE_SEPARATORS = re.compile(r"[.>/:]")
@@ -411,6 +431,8 @@ def _check_module(
     function_name: str | None,
 ) -> _Check | None:
     if module is None or _module_allowed(module):
+        return None
+    if module == "builtins" and class_name == "function" and function_name in KNOWN_FUNCTION_NAMES:
         return None
     trust = _trust_keys(class_name, registered, function_name, module)
     if class_name == "function":

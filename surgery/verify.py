@@ -117,35 +117,66 @@ def _node_of(model, layer, call_index: int):
     return nodes[call_index]
 
 
-def _probe(model, tensors: list, values: list) -> list[np.ndarray]:
+def _probe(model, tensors: list, values: list, masks=None) -> tuple[list, list]:
+    """Values of inner tensors of `model`, and the masks Keras attached to them at run time."""
     keras = import_keras()
     with quiet():
         probe = keras.Model(model.inputs, tensors)
-        return [np.asarray(v) for v in _as_list(probe(values if len(values) > 1 else values[0], training=False))]
+        feed = values if len(values) > 1 else values[0]
+        if masks is not None and any(m is not None for m in masks):
+            outputs = probe(feed, training=False, mask=masks if len(masks) > 1 else masks[0])
+        else:
+            outputs = probe(feed, training=False)
+        outputs = _as_list(outputs)
+        return [np.asarray(v) for v in outputs], [_runtime_mask(v) for v in outputs]
+
+
+def _runtime_mask(tensor):
+    mask = getattr(tensor, "_keras_mask", None)
+    return None if mask is None else np.asarray(mask)
+
+
+def _leaves(structure) -> list:
+    """Flatten a mask structure keeping None placeholders (tree.flatten would drop them)."""
+    if isinstance(structure, (list, tuple)):
+        return [leaf for item in structure for leaf in _leaves(item)]
+    return [structure]
 
 
 def _site_call_values(model, values: list, site) -> tuple:
-    """(layer, sequence, mask, initial states) of one site, evaluated on real inputs."""
+    """(layer, sequence, mask, initial states) of one site, evaluated on real inputs.
+
+    Masks are followed across nested-model boundaries: Keras hands a nested model's call
+    mask to the layers inside implicitly, so it is recovered from the eager run.
+    """
     keras = import_keras()
-    current, current_values = model, values
+    current, current_values, current_masks = model, values, None
     for name, call in zip(site.model_path, site.model_calls):
         nested = current.get_layer(name)
         node = _node_of(current, nested, call)
-        inner_inputs = list(node.input_tensors)
-        current_values = _probe(current, inner_inputs, current_values)
+        # The nested model's own inputs only: input_tensors would include its mask.
+        inner_inputs = keras.tree.flatten(node.arguments.args[0])
+        mask_leaves = _leaves(node.arguments.kwargs.get("mask"))
+        mask_tensors = [m for m in mask_leaves if isinstance(m, keras.KerasTensor)]
+        results, _ = _probe(current, inner_inputs + mask_tensors, current_values, current_masks)
+        current_values = results[: len(inner_inputs)]
+        mask_values = iter(results[len(inner_inputs):])
+        masks = [next(mask_values) if isinstance(m, keras.KerasTensor) else None for m in mask_leaves]
+        current_masks = (masks + [None] * len(inner_inputs))[: len(inner_inputs)] if mask_tensors else None
         current = nested
     layer = current.get_layer(site.layer)
     node = _node_of(current, layer, site.call_index)
     arguments = node.arguments
     sequence = arguments.args[0]
     mask = arguments.kwargs.get("mask")
+    explicit_mask = isinstance(mask, keras.KerasTensor)
     initial = arguments.kwargs.get("initial_state")
     flat_initial = keras.tree.flatten(initial) if initial is not None else []
-    tensors = [sequence] + ([mask] if isinstance(mask, keras.KerasTensor) else []) + flat_initial
-    results = _probe(current, tensors, current_values)
+    tensors = [sequence] + ([mask] if explicit_mask else []) + flat_initial
+    results, runtime_masks = _probe(current, tensors, current_values, current_masks)
     seq_value = results[0]
-    mask_value = results[1] if isinstance(mask, keras.KerasTensor) else None
-    initial_values = results[1 + (mask_value is not None):] or None
+    mask_value = results[1] if explicit_mask else runtime_masks[0]
+    initial_values = results[1 + explicit_mask:] or None
     return layer, seq_value, mask_value, initial_values
 
 

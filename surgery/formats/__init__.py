@@ -69,10 +69,12 @@ def unreadable(path: str | os.PathLike, problem: str) -> UnreadableModelError:
     return UnreadableModelError(f"{describe_path(path)}: {one_line(problem)}")
 
 
-def parse_json(path: str | os.PathLike, data: bytes | str, where: str) -> Any:
+def parse_json(
+    path: str | os.PathLike, data: bytes | str, where: str, object_hook=None
+) -> Any:
     """json.loads with errors that say which part of which file is broken."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_hook=object_hook)
     except RecursionError:
         raise unreadable(path, f"{where} is nested too deeply to parse") from None
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError

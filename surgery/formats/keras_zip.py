@@ -128,16 +128,27 @@ def _read_json_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo
 def _read_member_capped(
     path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int
 ) -> bytes:
-    _refuse_bomb(path, info)
     if info.file_size > cap:
         raise unreadable(
             path,
             f"member {info.filename!r} declares {info.file_size} bytes, "
             f"over the {cap} byte limit",
         )
-    with archive.open(info) as member:
-        # Read one byte past the cap rather than trusting the declared size.
-        data = member.read(cap + 1)
+    _refuse_bomb(path, info)
+    if info.flag_bits & _ENCRYPTED_FLAG:
+        raise unreadable(path, f"member {info.filename!r} is encrypted")
+    try:
+        with archive.open(info) as member:
+            # Read one byte past the cap rather than trusting the declared size.
+            data = member.read(cap + 1)
+    except zipfile.BadZipFile as error:  # CRC mismatch, bad local header, ...
+        raise unreadable(path, f"member {info.filename!r} is corrupt ({error})") from None
+    except NotImplementedError:
+        raise unreadable(
+            path,
+            f"member {info.filename!r} uses unsupported compression method "
+            f"{info.compress_type}",
+        ) from None
     if len(data) > cap:
         raise unreadable(path, f"member {info.filename!r} is larger than {cap} bytes")
     return data
@@ -288,8 +299,8 @@ def write_keras_zip(
 
     metadata.json, model.weights.h5 and assets are copied as streams in 1 MiB chunks
     (memory stays flat whatever their size), in the original order, with the original
-    compression method, dates and attributes. Reading a member through zipfile checks
-    its CRC, so corrupt weights fail the copy instead of getting a fresh valid CRC.
+    compression method, dates and attributes; every member's CRC is verified on the way,
+    so a corrupt source fails instead of being copied under a fresh valid CRC.
     Atomicity is the caller's business: dest_path is overwritten.
     """
     config_bytes = _encode_config(new_config)
@@ -340,5 +351,21 @@ def _copy_member(
     if info.is_dir():
         dest.writestr(clone, b"")
         return
-    with source.open(info) as reader, dest.open(clone, "w") as writer:
-        shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+    if info.compress_type != zipfile.ZIP_STORED:
+        # Decompress and recompress; ZipExtFile checks the CRC when it reaches the end.
+        with source.open(info) as reader, dest.open(clone, "w") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+        return
+    # Stored (what Keras writes): the member's bytes are copied straight from the archive.
+    # zipfile computes the CRC of what it writes; comparing it with the source's recorded
+    # CRC verifies the source in the same single pass, so corrupt weights fail the copy
+    # instead of getting a fresh, valid CRC.
+    with _open_member_seekable(source_path, source, info) as reader:
+        with dest.open(clone, "w") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+    if clone.CRC != info.CRC:
+        raise unreadable(
+            source_path,
+            f"member {info.filename!r} is corrupt (CRC-32 {clone.CRC:08x}, "
+            f"recorded {info.CRC:08x})",
+        )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError
@@ -220,7 +220,9 @@ def read_savedmodel(path: str) -> ModelArtifact:
         raise unreadable(path, f"{KERAS_METADATA_FILE} is corrupt ({error})") from None
 
     root = _root_object(path, nodes)
-    metadata = parse_json(path, root.metadata, f"{KERAS_METADATA_FILE} root metadata")
+    metadata = parse_json(
+        path, root.metadata, f"{KERAS_METADATA_FILE} root metadata", _plain_json_value
+    )
     if not isinstance(metadata, dict):
         raise unreadable(
             path, f"{KERAS_METADATA_FILE} root metadata is {type(metadata).__name__}, not an object"
@@ -244,6 +246,21 @@ def read_savedmodel(path: str) -> ModelArtifact:
         model_config=model_config,
         keras_version=keras_version if isinstance(keras_version, str) else None,
     )
+
+
+def _plain_json_value(obj: dict) -> Any:
+    """Undo tf_keras' SavedModel JSON encoding of tuples and TensorShapes.
+
+    tf_keras writes the metadata with json_utils.Encoder, which turns a tuple into
+    {"class_name": "__tuple__", "items": [...]} and a TensorShape into
+    {"class_name": "TensorShape", "items": [...]}; its loader decodes them back. An HDF5
+    model_config holds plain lists in the same places, so lists are what we return:
+    the config then reads the same whichever file it came from.
+    """
+    if obj.get("class_name") in ("__tuple__", "TensorShape") and set(obj) == {"class_name", "items"}:
+        items = obj["items"]
+        return list(items) if isinstance(items, list) else items
+    return obj
 
 
 def _read_capped(path: str, metadata_path: str) -> bytes:
