@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from surgery import formats, saving
+from surgery import families, formats, saving
 from surgery.artifact import ModelArtifact
 from surgery.errors import UsageError
 from surgery.loading import load_model
-from surgery.quiet import import_keras, quiet
+from surgery.quiet import quiet
 from surgery.rewire import RewirePlan, rewire_states
 from surgery.safety import ensure_safe
 from surgery.sites import find_sites
@@ -32,28 +32,21 @@ def expose_state(model, layers: Iterable[str] | None = None, outputs: bool = Tru
 
 def rebuild_with_states(model, *, layers=None, outputs=True, inputs=False, custom_objects=None):
     """(new model, plan): rewire the model's own serialization, then copy its weights over."""
-    keras = import_keras()
-    with quiet():
-        # Through JSON so the live config has the exact shape of a saved one (lists, not tuples).
-        config = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
-    new_config, plan = rewire_states(config, "keras3", layers=layers, outputs=outputs, inputs=inputs)
-    rebuilt = build_from_config(new_config, custom_objects=custom_objects)
+    family = families.of_model(model)
+    config = family.serialize(model)
+    new_config, plan = rewire_states(config, family.name, layers=layers, outputs=outputs, inputs=inputs)
+    rebuilt = family.deserialize(new_config, custom_objects)
     transfer_weights(model, rebuilt)
     return rebuilt, plan
 
 
-def build_from_config(config: dict, *, custom_objects=None):
-    keras = import_keras()
-    with quiet():
-        # Keras pops keys from the config it deserializes: give it a copy.
-        return keras.saving.deserialize_keras_object(
-            copy.deepcopy(config), custom_objects=custom_objects or {}, safe_mode=True
-        )
+def build_from_config(config: dict, *, custom_objects=None, family: str = "keras3"):
+    return families.get(family).deserialize(config, custom_objects)
 
 
 def transfer_weights(source, target) -> None:
     """Copy weights layer by layer, matched by name through nested models."""
-    keras = import_keras()
+    family = families.of_model(target)
     by_name = {layer.name: layer for layer in source.layers}
     for layer in target.layers:
         origin = by_name.get(layer.name)
@@ -61,7 +54,7 @@ def transfer_weights(source, target) -> None:
             if layer.weights:
                 raise UsageError(f"rebuilt layer {layer.name!r} has weights but no counterpart in the source model")
             continue
-        if isinstance(layer, keras.Model) and isinstance(origin, keras.Model):
+        if family.is_model(layer) and family.is_model(origin):
             transfer_weights(origin, layer)
         elif layer.weights:
             layer.set_weights(origin.get_weights())
@@ -113,8 +106,8 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
     fmt = saving.infer_format(output, fmt) if output is not None else (fmt or artifact.format)
     output = Path(output) if output is not None else saving.default_output_path(artifact.path, tag, fmt)
     saving.check_output(artifact.path, output, force)
-    fast = (fmt == artifact.format and fmt in ("keras", "h5") and artifact.family == "keras3"
-            and not plan.weights_layout_changed)
+    family = families.get(artifact.family)
+    fast = fmt == artifact.format and fmt in ("keras", "h5") and not plan.weights_layout_changed
     original = rebuilt_live = None
     report = None
     # Hash the source on a second thread while the copy runs: hashlib releases the GIL.
@@ -128,16 +121,16 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
         else:
             step("loading the original model")
             original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
-            rebuilt_live = build_from_config(new_config, custom_objects=custom_objects)
+            rebuilt_live = family.deserialize(new_config, custom_objects)
             transfer_weights(original, rebuilt_live)
             step(f"writing {fmt}")
-            _write_live(rebuilt_live, temp, fmt, plan)
+            _write_live(family, rebuilt_live, temp, fmt, plan)
         if verify:
             step("verifying")
             report = _verify_written(artifact, temp, fmt, new_config, plan, original, rebuilt_live,
                                      unsafe=unsafe, custom_objects=custom_objects)
     manifest = saving.build_manifest(
-        artifact=output, fmt=fmt, family="keras3", operation=operation, plan=plan,
+        artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,
         source=artifact.path, source_sha256=source_hash.result(),
         model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
         extra={"verification": report.as_dict() if report is not None else None},
@@ -153,12 +146,13 @@ def _write_config_only(artifact: ModelArtifact, new_config: dict, temp: Path, fm
         formats.write_h5_with_config(artifact.path, temp, new_config)
 
 
-def _write_live(model, temp: Path, fmt: str, plan: RewirePlan) -> None:
-    if fmt == "savedmodel":
+def _write_live(family, model, temp: Path, fmt: str, plan: RewirePlan) -> None:
+    if fmt == "savedmodel" and family.name == "keras3":
+        # Keras 3 cannot save a SavedModel it could load back: export a serving signature.
         input_names, output_names = saving.signature_names(model, plan)
         saving.export_savedmodel(model, temp, input_names, output_names)
     else:
-        saving.save_keras_model(model, temp, fmt)
+        family.save(model, str(temp), fmt)
 
 
 def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, rebuilt_live, *,
@@ -167,11 +161,11 @@ def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, 
 
     if original is None:
         original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
-    if fmt == "savedmodel":
+    if fmt == "savedmodel" and artifact.family == "keras3":
         reloaded = _SavedModelAdapter(temp, rebuilt_live, plan)
     else:
         reloaded = load_model(temp, unsafe=unsafe, custom_objects=custom_objects)
-    sites = find_sites(new_config, "keras3")
+    sites = find_sites(new_config, artifact.family)
     report = verify(original, reloaded, plan, sites)
     return raise_if_failed(report)
 
@@ -192,7 +186,7 @@ class _SavedModelAdapter:
         self._keep_alive = loaded
         self._signature = loaded.signatures["serving_default"]
         self._input_names, self._output_names = saving.signature_names(live_model, plan)
-        self._live = live_model
+        self.live_model = live_model
         self.inputs = live_model.inputs
         self.layers = live_model.layers
 
@@ -202,7 +196,7 @@ class _SavedModelAdapter:
         return [result[name] for name in self._output_names]
 
     def get_layer(self, name):
-        return self._live.get_layer(name)
+        return self.live_model.get_layer(name)
 
 
 def _config_inputs(config: dict) -> list:

@@ -39,6 +39,7 @@ class Keras3Dialect:
     """Keras 3 encoding: nodes are {"args": [...], "kwargs": {...}} with __keras_tensor__ leaves."""
 
     family = "keras3"
+    explicit_masks = True
 
     def tensor(self, ref: TensorRef, shape=None, dtype="float32") -> dict:
         return {
@@ -139,8 +140,98 @@ class Keras3Dialect:
         return dtype if isinstance(dtype, str) else "float32"
 
 
+class Keras2Dialect:
+    """Keras 2 (tf.keras / tf_keras) encoding: a node is a list of [layer, node, tensor, kwargs].
+
+    Initial states are extra positional entries of an RNN call, and masks are never recorded:
+    tf_keras recomputes them and, unlike Keras 3, keeps them when initial states are given.
+    """
+
+    family = "keras2"
+    explicit_masks = False
+
+    def tensor(self, ref: TensorRef, shape=None, dtype="float32") -> list:
+        return [ref[0], ref[1], ref[2], {}]
+
+    def is_tensor(self, value) -> bool:
+        return (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
+                and isinstance(value[1], int) and isinstance(value[2], int))
+
+    def ref_of(self, tensor: list) -> TensorRef:
+        return (tensor[0], tensor[1], tensor[2])
+
+    def first_input(self, node) -> list | None:
+        entries = self._entries(node)
+        return entries[0] if entries else None
+
+    def tensor_shape(self, tensor) -> None:
+        return None  # Keras 2 nodes carry no shapes
+
+    def iter_tensors(self, value) -> Iterator[list]:
+        yield from (entry for entry in self._entries(value) if self.is_tensor(entry))
+
+    def _entries(self, node) -> list:
+        if isinstance(node, dict):  # tf_keras may write Keras-3-style nodes in .keras files
+            return list(KERAS3.iter_tensors(node.get("args", [])))
+        return list(node) if isinstance(node, list) else []
+
+    def get_kwarg(self, node, key):
+        entries = self._entries(node)
+        if entries and isinstance(entries[0], list) and len(entries[0]) == 4 and isinstance(entries[0][3], dict):
+            return entries[0][3].get(key)
+        return None
+
+    def has_state_inputs(self, node) -> bool:
+        return len(self._entries(node)) > 1
+
+    def set_initial_state(self, node, tensors: list) -> None:
+        node.extend(_flatten_list(tensors))
+
+    def new_node(self, args: list, kwargs: dict | None = None) -> list:
+        return [self.tensor(self.ref_of(a)) if self.is_tensor(a) else a for a in args]
+
+    def append_model_inputs(self, node, tensors: list, inputs_were_single: bool) -> None:
+        node.extend(tensors)
+
+    def input_layer(self, name: str, shape, dtype: str) -> dict:
+        return {
+            "class_name": "InputLayer",
+            "config": {"batch_input_shape": [None, *shape], "dtype": dtype, "sparse": False,
+                       "ragged": False, "name": name},
+            "name": name,
+            "inbound_nodes": [],
+        }
+
+    def identity_layer(self, name: str, dtype_policy, source) -> dict:
+        return {
+            "class_name": "Identity",
+            "config": {"name": name, "trainable": False, "dtype": copy.deepcopy(dtype_policy)},
+            "name": name,
+            "inbound_nodes": [[self.tensor(self.ref_of(source))]],
+        }
+
+    def input_shape_of_layer(self, entry) -> tuple | None:
+        shape = KERAS3.input_shape_of_layer(entry)
+        if shape is None:
+            shape = entry.get("config", {}).get("batch_input_shape")
+        return tuple(shape) if isinstance(shape, (list, tuple)) else None
+
+    def input_layer_shape(self, entry) -> tuple | None:
+        return KERAS3.input_layer_shape(entry)
+
+    def input_layer_dtype(self, entry) -> str:
+        return KERAS3.input_layer_dtype(entry)
+
+
+def _flatten_list(value) -> list:
+    if isinstance(value, list) and value and isinstance(value[0], list) and not isinstance(value[0][0], str):
+        return [leaf for item in value for leaf in _flatten_list(item)]
+    return list(value)
+
+
 KERAS3 = Keras3Dialect()
-DIALECTS = {"keras3": KERAS3}
+KERAS2 = Keras2Dialect()
+DIALECTS = {"keras3": KERAS3, "keras2": KERAS2}
 
 
 def dialect_for(family: str):
@@ -294,7 +385,7 @@ def sequential_to_functional(entry: dict, dialect) -> None:
     while input_name in taken:
         input_name += "_0"
     new_layers = [dialect.input_layer(input_name, shape[1:], dtype)]
-    new_layers[0]["config"]["batch_shape"] = list(shape)
+    new_layers[0]["config"]["batch_shape" if dialect.explicit_masks else "batch_input_shape"] = list(shape)
     previous = (input_name, 0, 0)
     # Keras rebuilds tensors from their history; the recorded shape must only be defined.
     # Weighted layers record their input shape; weightless ones are taken as shape-preserving.
@@ -316,6 +407,12 @@ def sequential_to_functional(entry: dict, dialect) -> None:
         input_tensor = dialect.tensor(previous, current_shape, dtype)
         kwargs = {}
         class_name = layer.get("class_name")
+        if not dialect.explicit_masks:
+            layer["name"] = name
+            layer["inbound_nodes"] = [dialect.new_node([input_tensor], kwargs)]
+            new_layers.append(layer)
+            previous = (name, 0, 0)
+            continue
         if current_mask is not None and (is_recurrent_class(class_name) or class_name in masks.MASK_CONSUMERS_EXTRA):
             kwargs["mask"] = masks.mask_tensor(current_mask, current_shape)
         layer["name"] = name
@@ -332,8 +429,12 @@ def sequential_to_functional(entry: dict, dialect) -> None:
         previous = (name, 0, 0)
         dtype = "float32"
     entry["class_name"] = _FUNCTIONAL
-    entry["module"] = "keras.src.models.functional"
-    entry["registered_name"] = "Functional"
+    if dialect.explicit_masks:
+        entry["module"] = "keras.src.models.functional"
+        entry["registered_name"] = "Functional"
+    else:
+        entry.pop("module", None)
+        entry.pop("registered_name", None)
     entry["config"] = {
         "name": config.get("name", "sequential"),
         "trainable": config.get("trainable", True),

@@ -6,10 +6,11 @@ import os
 import runpy
 from pathlib import Path
 
+from surgery import families
 from surgery.artifact import ModelArtifact
-from surgery.errors import SurgeryError, UnreadableModelError, UsageError
+from surgery.errors import UsageError
 from surgery.formats import read_artifact
-from surgery.quiet import import_keras, quiet
+from surgery.quiet import import_keras
 from surgery.safety import ensure_safe
 
 
@@ -57,21 +58,4 @@ def load_model(
         raise UsageError(f"{artifact.path!r} holds weights only; a full model file is needed here")
     custom_objects = dict(custom_objects or {})
     ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=custom_objects.keys())
-    from surgery import families
-
     return families.load(artifact, custom_objects=custom_objects, safe_mode=not unsafe)
-
-
-def keras_load(path: str, *, custom_objects: dict, safe_mode: bool):
-    """Keras 3 loading of .keras/.h5 with every failure turned into a one-line error."""
-    keras = import_keras()
-    try:
-        with quiet():
-            return keras.saving.load_model(
-                path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
-            )
-    except SurgeryError:
-        raise
-    except Exception as error:
-        message = " ".join(str(error).split())[:400]
-        raise UnreadableModelError(f"Keras could not load {path!r}: {type(error).__name__}: {message}") from None

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from surgery import oracle
+from surgery import families, oracle
 from surgery.errors import VerificationError
-from surgery.quiet import import_keras, quiet
 
 # Max abs error allowed between a state output and the float64 oracle, by compute dtype.
 TOLERANCES = {"float32": 1e-5, "float64": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}
@@ -79,7 +78,7 @@ def random_inputs(model, *, batch: int = 4, seed: int = 0) -> list[np.ndarray]:
     for tensor in model.inputs:
         fixed_batch = tensor.shape[0]
         shape = [fixed_batch or batch] + [d if d is not None else 7 for d in tensor.shape[1:]]
-        dtype = np.dtype(str(tensor.dtype))
+        dtype = np.dtype(getattr(tensor.dtype, "as_numpy_dtype", None) or str(tensor.dtype))
         if np.issubdtype(dtype, np.integer):
             value = rng.integers(1, 3, size=shape).astype(dtype)
         elif dtype == np.bool_:
@@ -92,100 +91,42 @@ def random_inputs(model, *, batch: int = 4, seed: int = 0) -> list[np.ndarray]:
     return values
 
 
-def _as_list(outputs) -> list:
-    if isinstance(outputs, dict):
-        return list(outputs.values())
-    if isinstance(outputs, (list, tuple)):
-        return list(outputs)
-    return [outputs]
-
-
-def _call(model, values):
-    with quiet():
-        return [np.asarray(v) for v in _as_list(model(values if len(values) > 1 else values[0], training=False))]
-
-
-def _node_of(model, layer, call_index: int):
-    """The call_index-th call of `layer` inside `model`'s own graph.
-
-    A layer's node list can also hold nodes from other graphs (a nested model's own
-    construction, probes), so only the nodes that belong to `model` are counted.
-    """
-    by_depth = getattr(model, "_nodes_by_depth", None) or {}
-    graph_nodes = {id(node) for nodes in by_depth.values() for node in nodes}
-    nodes = [n for n in layer._inbound_nodes if not graph_nodes or id(n) in graph_nodes]
-    return nodes[call_index]
-
-
-def _probe(model, tensors: list, values: list, masks=None) -> tuple[list, list]:
-    """Values of inner tensors of `model`, and the masks Keras attached to them at run time."""
-    keras = import_keras()
-    with quiet():
-        probe = keras.Model(model.inputs, tensors)
-        feed = values if len(values) > 1 else values[0]
-        if masks is not None and any(m is not None for m in masks):
-            outputs = probe(feed, training=False, mask=masks if len(masks) > 1 else masks[0])
-        else:
-            outputs = probe(feed, training=False)
-        outputs = _as_list(outputs)
-        return [np.asarray(v) for v in outputs], [_runtime_mask(v) for v in outputs]
-
-
-def _runtime_mask(tensor):
-    mask = getattr(tensor, "_keras_mask", None)
-    return None if mask is None else np.asarray(mask)
-
-
-def _leaves(structure) -> list:
-    """Flatten a mask structure keeping None placeholders (tree.flatten would drop them)."""
-    if isinstance(structure, (list, tuple)):
-        return [leaf for item in structure for leaf in _leaves(item)]
-    return [structure]
-
-
-def _site_call_values(model, values: list, site) -> tuple:
+def _site_call_values(family, model, values: list, site) -> tuple:
     """(layer, sequence, mask, initial states) of one site, evaluated on real inputs.
 
     Masks are followed across nested-model boundaries: Keras hands a nested model's call
     mask to the layers inside implicitly, so it is recovered from the eager run.
     """
-    keras = import_keras()
     current, current_values, current_masks = model, values, None
     for name, call in zip(site.model_path, site.model_calls):
         nested = current.get_layer(name)
-        node = _node_of(current, nested, call)
-        # The nested model's own inputs only: input_tensors would include its mask.
-        inner_inputs = keras.tree.flatten(node.arguments.args[0])
-        mask_leaves = _leaves(node.arguments.kwargs.get("mask"))
-        mask_tensors = [m for m in mask_leaves if isinstance(m, keras.KerasTensor)]
-        results, _ = _probe(current, inner_inputs + mask_tensors, current_values, current_masks)
+        node = family.node_of(current, nested, call)
+        inner_inputs, mask_leaves = family.model_call_inputs(node)
+        mask_tensors = [m for m in mask_leaves if family.is_symbolic(m)]
+        results, _ = family.evaluate(current, inner_inputs + mask_tensors, current_values, current_masks)
         current_values = results[: len(inner_inputs)]
         mask_values = iter(results[len(inner_inputs):])
-        masks = [next(mask_values) if isinstance(m, keras.KerasTensor) else None for m in mask_leaves]
+        masks = [next(mask_values) if family.is_symbolic(m) else None for m in mask_leaves]
         current_masks = (masks + [None] * len(inner_inputs))[: len(inner_inputs)] if mask_tensors else None
         current = nested
     layer = current.get_layer(site.layer)
-    node = _node_of(current, layer, site.call_index)
-    arguments = node.arguments
-    sequence = arguments.args[0]
-    mask = arguments.kwargs.get("mask")
-    explicit_mask = isinstance(mask, keras.KerasTensor)
-    initial = arguments.kwargs.get("initial_state")
-    flat_initial = keras.tree.flatten(initial) if initial is not None else []
-    tensors = [sequence] + ([mask] if explicit_mask else []) + flat_initial
-    results, runtime_masks = _probe(current, tensors, current_values, current_masks)
+    node = family.node_of(current, layer, site.call_index)
+    sequence, mask, initial = family.recurrent_call_parts(node)
+    explicit_mask = mask is not None
+    tensors = [sequence] + ([mask] if explicit_mask else []) + list(initial)
+    results, runtime_masks = family.evaluate(current, tensors, current_values, current_masks)
     seq_value = results[0]
     mask_value = results[1] if explicit_mask else runtime_masks[0]
     initial_values = results[1 + explicit_mask:] or None
     return layer, seq_value, mask_value, initial_values
 
 
-def oracle_states(layer, sequence, mask, initial_state) -> list[np.ndarray]:
-    keras = import_keras()
-    config = keras.saving.serialize_keras_object(layer)
+def oracle_states(family, layer, sequence, mask, initial_state) -> list[np.ndarray]:
+    config = family.layer_config(layer)
     weights = [np.asarray(w, dtype=np.float64) for w in layer.get_weights()]
     _, states = oracle.run_layer(config, weights, sequence.astype(np.float64),
-                                 mask=mask, initial_state=initial_state)
+                                 mask=None if mask is None else np.asarray(mask, dtype=bool),
+                                 initial_state=initial_state)
     return [np.asarray(s) for s in states]
 
 
@@ -197,11 +138,13 @@ def verify(original, rebuilt, plan, sites, *, batch: int = 4, seed: int = 0,
     sites: the rebuilt model's sites (surgery.sites.find_sites on its config).
     """
     report = VerifyReport(batch=batch)
+    family = families.of_model(original)
+    rebuilt_family = families.of_model(getattr(rebuilt, "live_model", rebuilt))
     values = random_inputs(original, batch=batch, seed=seed)
     batch_size = values[0].shape[0] if values else batch
     zeros = [np.zeros((batch_size, *s.shape), dtype=s.dtype) for s in plan.inputs]
-    reference = _call(original, values)
-    rebuilt_out = _call(rebuilt, values + zeros)
+    reference = family.call(original, values)
+    rebuilt_out = _call_any(rebuilt_family, rebuilt, values + zeros)
     for expected, got in zip(reference, rebuilt_out[: len(reference)]):
         same_shape = expected.shape == got.shape
         diff = float(np.max(np.abs(expected.astype(np.float64) - got.astype(np.float64)))) if same_shape and expected.size else 0.0
@@ -212,17 +155,25 @@ def verify(original, rebuilt, plan, sites, *, batch: int = 4, seed: int = 0,
     rng = np.random.default_rng(seed + 1)
     states_in = [rng.standard_normal((batch_size, *s.shape)).astype(s.dtype) * 0.5 for s in plan.inputs]
     stated_values = values + states_in
-    state_outputs = _call(rebuilt, stated_values)[plan.original_outputs:]
+    state_outputs = _call_any(rebuilt_family, rebuilt, stated_values)[plan.original_outputs:]
     by_site = {site.name: site for site in sites}
     for position, state in enumerate(plan.outputs):
         site = by_site[state.site]
-        layer, sequence, mask, initial = _site_call_values(rebuilt, stated_values, site)
-        expected = oracle_states(layer, sequence, mask, initial)
+        probe_model = getattr(rebuilt, "live_model", rebuilt)
+        layer, sequence, mask, initial = _site_call_values(rebuilt_family, probe_model, stated_values, site)
+        expected = oracle_states(rebuilt_family, layer, sequence, mask, initial)
         role_index = [s.role for s in site.states].index(state.role)
         got = state_outputs[position].astype(np.float64)
         report.state_errors[state.name] = float(np.max(np.abs(expected[role_index] - got)))
         report.tolerances[state.name] = TOLERANCES.get(state.dtype, 1e-5)
     return report
+
+
+def _call_any(family, model, values):
+    """Call a live model through its family, or an adapter (a reloaded SavedModel) directly."""
+    if hasattr(model, "live_model"):
+        return [np.asarray(v) for v in model(values)]
+    return family.call(model, values)
 
 
 def raise_if_failed(report: VerifyReport) -> VerifyReport:
