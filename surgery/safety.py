@@ -241,7 +241,9 @@ _MIN_BYTECODE_TEXT = 24
 _IDENTITY_KEYS = frozenset({"class_name", "module", "registered_name", "spec_name"})
 
 _OPT_IN_UNSAFE = "pass --unsafe if you trust this file"
-_OPT_IN_CUSTOM = "register it with --custom-objects FILE.py, or pass --unsafe if you trust this file"
+_OPT_IN_CUSTOM = (
+    "register it with --custom-objects FILE.py, or pass --unsafe if you trust this file"
+)
 
 
 # ----------------------------------------------------------------------------------------
@@ -273,10 +275,19 @@ def ensure_safe(
     first = refused[0]
     more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
     opt_in = _OPT_IN_CUSTOM if first.kind in ("custom_object", "foreign_module") else _OPT_IN_UNSAFE
-    raise UnsafeContentError(
-        f"refusing unsafe model content: {first.kind} at {first.path}: {first.detail}{more}; "
-        f"{opt_in}"
+    message = (
+        f"refusing unsafe model content: {first.kind} at {_shorten(first.path)}: "
+        f"{first.detail}{more}; {opt_in}"
     )
+    # Keys and values come from the file: keep the message on one line whatever they hold.
+    raise UnsafeContentError(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def _shorten(path: str, limit: int = 400) -> str:
+    """A path from absurdly deep nesting would flood the message; keep both ends."""
+    if len(path) <= limit:
+        return path
+    return f"{path[:150]}...{path[-(limit - 153):]}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -338,7 +349,8 @@ def _render(location: _Location | None) -> str:
         if isinstance(key, int):
             parts.append(f"[{key}]")
         else:
-            parts.append(f".{key}" if parts else str(key))
+            text = key if isinstance(key, str) and key.isprintable() else repr(key)
+            parts.append(f".{text}" if parts else text)
     return "".join(parts) or "(root)"
 
 
@@ -375,7 +387,7 @@ def _check_lambda(obj: dict, names: set[str]) -> _Check | None:
     for key, value in obj.items():
         # Keras 2 Lambda configs: "function_type": "lambda", "output_shape_type": "lambda".
         if isinstance(key, str) and key.endswith("_type") and value == "lambda":
-            return "lambda", f"{key} 'lambda': a marshalled Python function", _NOT_TRUSTABLE
+            return "lambda", f"{key!r}: 'lambda', a marshalled Python function", _NOT_TRUSTABLE
     return None
 
 
@@ -399,7 +411,7 @@ def _check_unsafe_api(
     names: set[str],
 ) -> _Check | None:
     if names & CODE_LOADING_NAMES:
-        return "unsafe_api", f"{class_name or registered} loads pickled code", _NOT_TRUSTABLE
+        return "unsafe_api", f"{class_name or registered!r} loads pickled code", _NOT_TRUSTABLE
     if module is not None and _root(module) in UNSAFE_MODULE_ROOTS:
         target = f"{module}.{function_name or class_name}"
         return "unsafe_api", f"reference to {target!r} (module {module!r})", _NOT_TRUSTABLE
@@ -418,7 +430,7 @@ def _check_unsafe_api(
         if function and set(_REFERENCE_SEPARATORS.split(function)) & TF_SIDE_EFFECT_NAMES:
             return (
                 "unsafe_api",
-                f"{class_name} calls TensorFlow function tf.{function} (side effects)",
+                f"{class_name!r} calls TensorFlow function {'tf.' + function!r} (side effects)",
                 _NOT_TRUSTABLE,
             )
     return None

@@ -282,7 +282,8 @@ CASE_SPECS: dict[str, tuple[str, _Builder, str, str]] = {
         ".keras",
         lambda canary, _: k3_sequential([
             k3_input([5, 3]),
-            k3("Bidirectional", {"name": "bidi", "layer": k3_lambda(canary), "merge_mode": "concat"})]),
+            k3("Bidirectional",
+               {"name": "bidi", "layer": k3_lambda(canary), "merge_mode": "concat"})]),
         "config.layers[1].config.layer", "lambda"),
     "keras_lambda_in_time_distributed": (
         ".keras",
@@ -328,7 +329,8 @@ CASE_SPECS: dict[str, tuple[str, _Builder, str, str]] = {
         ".keras",
         lambda canary, tfsm_dir: k3_sequential([
             k3_input([5, 3]),
-            k3("TFSMLayer", {"name": "tfsm", "filepath": str(tfsm_dir), "call_endpoint": "serve"})]),
+            k3("TFSMLayer",
+               {"name": "tfsm", "filepath": str(tfsm_dir), "call_endpoint": "serve"})]),
         "config.layers[1]", "tfsmlayer"),
     "keras_enable_unsafe_deserialization": (
         ".keras",
@@ -355,7 +357,8 @@ CASE_SPECS: dict[str, tuple[str, _Builder, str, str]] = {
     "h5_keras2_lambda_in_bidirectional": (
         ".h5",
         lambda canary, _: k2_sequential([
-            {"class_name": "Bidirectional", "config": {"name": "bidi", "layer": k2_lambda(canary)}}]),
+            {"class_name": "Bidirectional",
+             "config": {"name": "bidi", "layer": k2_lambda(canary)}}]),
         "config.layers[1].config.layer", "lambda"),
     "h5_builtins_exec_initializer": (
         ".h5",

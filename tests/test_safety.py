@@ -61,17 +61,17 @@ def test_lambda_payloads_in_the_corpus_are_live(tmp_path):
     assert canary.read_text() == "payload ran"
 
 
-def test_keras_itself_would_run_the_payload_without_the_gate(corpus, tmp_path):
+def test_keras_itself_would_run_the_payload_without_the_gate(tmp_path):
+    # Same construction as the corpus' top-level Lambda, with its own canary so the
+    # corpus canaries stay untouched.
     import keras
 
-    source = corpus["keras_top_level_lambda"]
     canary = tmp_path / "keras_load.canary"
     config = malicious.k3_sequential(
         [malicious.k3_input([5, 3]), malicious.k3_lambda(canary), malicious.k3_lstm()],
         build_config={"input_shape": [None, 5, 3]},
     )
     path = malicious.write_keras_file(tmp_path / "lambda.keras", config, None)
-    assert source.path.exists()
     try:
         keras.saving.load_model(path, safe_mode=False)
     except Exception:
@@ -236,8 +236,18 @@ def test_absurdly_deep_nesting_does_not_overflow_the_stack(tmp_path):
     assert [f.kind for f in findings] == ["lambda", "unsafe_api"]
     assert findings[0].path == "config" + ".config.layer" * depth
     assert findings[1].path == "extra" + "[0]" * (depth + 1)
-    with pytest.raises(UnsafeContentError):
+    with pytest.raises(UnsafeContentError) as refused:
         ensure_safe({"class_name": "Sequential", "config": config})
+    assert len(str(refused.value)) < 1000  # the path is shortened, not dumped whole
+
+
+def test_hostile_keys_and_values_cannot_break_the_message_line():
+    config = {"class_name": "Sequential", "config": {"la\nyers": [
+        {"class_name": "TFOpLambda", "config": {"function": "io.write_file\nmore"}}]}}
+    with pytest.raises(UnsafeContentError) as refused:
+        ensure_safe(config)
+    assert "\n" not in str(refused.value)
+    assert "'la\\nyers'" in str(refused.value)
 
 
 def test_cyclic_python_structure_terminates():

@@ -7,7 +7,10 @@ HDF5 files are read for metadata only (attributes, dataset shapes) through h5py.
 
 `read_artifact` is the one entry point for reading. Whatever the input, it returns a
 `ModelArtifact` or raises `UnreadableModelError` (or `NotSupportedError` for a readable
-SavedModel that carries no Keras config); no other exception escapes it.
+SavedModel that carries no Keras config); no other exception escapes it. Reading never
+modifies the input, never extracts anything to disk and never follows HDF5 soft or
+external links. HDF5 parsing runs under an address-space cap (see h5.hdf5_memory_guard):
+the HDF5 C library can be driven into runaway allocation by a corrupt object header.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import stat
 from typing import Any
 
 from surgery.artifact import ModelArtifact
-from surgery.errors import SurgeryError, UnreadableModelError
+from surgery.errors import SurgeryError, UnreadableModelError, UsageError
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -84,9 +87,8 @@ def parse_json(
 def check_model_config(path: str | os.PathLike, config: Any, where: str) -> dict[str, Any]:
     """A serialized model is a dict with a string class_name and a dict config."""
     if not isinstance(config, dict):
-        raise unreadable(
-            path, f"{where} is not a JSON object but {type(config).__name__} {short_repr(config, 40)}"
-        )
+        kind = type(config).__name__
+        raise unreadable(path, f"{where} is not a JSON object but {kind} {short_repr(config, 40)}")
     class_name = config.get("class_name")
     if not isinstance(class_name, str) or not class_name:
         raise unreadable(path, f"{where} has no class_name (got {short_repr(class_name, 40)})")
@@ -104,6 +106,15 @@ def family_from_version(keras_version: str | None, default: str = "keras3") -> s
     if keras_version is None:
         return default
     return "keras2" if keras_version.startswith("2.") else "keras3"
+
+
+def refuse_same_file(source_path: str | os.PathLike, dest_path: str | os.PathLike) -> None:
+    """Writers copy from source to dest; writing onto the source would destroy it."""
+    if os.path.exists(dest_path) and os.path.samefile(source_path, dest_path):
+        raise UsageError(
+            f"destination {describe_path(dest_path)} is the source file itself; "
+            "write to a new path"
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -162,8 +173,6 @@ def _read_by_kind(path: str | os.PathLike) -> ModelArtifact:
 
 
 def _read_directory(path: str) -> ModelArtifact:
-    from surgery.formats import savedmodel
-
     if any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_FILES):
         return savedmodel.read_savedmodel(path)
     raise unreadable(
@@ -174,8 +183,6 @@ def _read_directory(path: str) -> ModelArtifact:
 
 
 def _read_file(path: str) -> ModelArtifact:
-    from surgery.formats import h5, keras_zip
-
     with open(path, "rb") as handle:
         head = handle.read(8)
         if head[:4] in ZIP_MAGICS:
@@ -203,8 +210,8 @@ def _has_hdf5_signature(handle) -> bool:
     return False
 
 
-# Writers live with their formats; the submodules import the helpers above, so these
-# imports must stay below them.
+# The format modules import the helpers above, so these imports must stay below them.
+from surgery.formats import h5, keras_zip, savedmodel  # noqa: E402
 from surgery.formats.h5 import write_h5_with_config  # noqa: E402
 from surgery.formats.keras_zip import write_keras_zip  # noqa: E402
 

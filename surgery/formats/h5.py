@@ -8,10 +8,13 @@ artifact has model_config None. Only metadata is read: attributes and dataset sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from typing import Any
+import sys
+import threading
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -22,6 +25,7 @@ from surgery.formats import (
     check_model_config,
     family_from_version,
     parse_json,
+    refuse_same_file,
     short_repr,
     unreadable,
 )
@@ -29,22 +33,33 @@ from surgery.formats import (
 MODEL_CONFIG_ATTR = "model_config"
 KERAS_VERSION_ATTR = "keras_version"
 
+# Parsing a hostile HDF5 file can make the HDF5 library allocate (and touch) memory
+# without bound: fuzzing found files with a corrupt object header that took >20 GiB before
+# the OOM killer stepped in. While HDF5 parses metadata, the address space is capped at
+# what the process already uses plus this much; real metadata needs a few MB.
+HDF5_MEMORY_HEADROOM_BYTES = 1 << 30
+
 # A real model has thousands of weights at most; a file with millions of datasets is
 # hostile or not a Keras file, and walking it would take minutes.
 MAX_DATASETS = 1_000_000
 
 
 def read_h5(path: str) -> ModelArtifact:
-    try:
-        handle = h5py.File(path, "r", locking=False)
-    except OSError as error:
-        raise unreadable(path, f"corrupt or truncated HDF5 file ({error})") from None
-    with handle:
-        keras_version = _optional_text_attr(path, handle.attrs, KERAS_VERSION_ATTR)
-        raw_config = _optional_text_attr(path, handle.attrs, MODEL_CONFIG_ATTR)
-        # Keras 2 weights files mark themselves with layer_names; Keras 3 ones do not.
-        has_keras2_layout = "layer_names" in handle.attrs
-        shapes = collect_dataset_shapes(path, handle)
+    with hdf5_memory_guard():
+        try:
+            handle = h5py.File(path, "r", locking=False)
+        except OSError as error:
+            raise unreadable(path, f"corrupt or truncated HDF5 file ({error})") from None
+        with handle:
+            try:
+                keras_version = _optional_text_attr(path, handle.attrs, KERAS_VERSION_ATTR)
+                raw_config = _optional_text_attr(path, handle.attrs, MODEL_CONFIG_ATTR)
+                # Keras 2 weights files mark themselves with layer_names; Keras 3 do not.
+                has_keras2_layout = "layer_names" in handle.attrs
+                shapes = collect_dataset_shapes(path, handle)
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+                # h5py's wording for HDF5 failures deep in a damaged file.
+                raise unreadable(path, f"corrupt HDF5 file ({error})") from None
 
     if raw_config is None:
         if not shapes:
@@ -96,6 +111,51 @@ def _optional_text_attr(path: str, attrs: h5py.AttributeManager, name: str) -> s
     )
 
 
+_GUARD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def hdf5_memory_guard(headroom: int = HDF5_MEMORY_HEADROOM_BYTES) -> Iterator[None]:
+    """Cap the address space (RLIMIT_AS) while HDF5 parses an untrusted file.
+
+    An allocation past the cap fails inside HDF5, which reports it as an ordinary error
+    ("memory allocation failed for chunk") that becomes UnreadableModelError, instead of
+    the OOM killer ending the process. The previous limit is restored on exit.
+
+    Skipped where it could hurt or cannot work: off Linux, and once TensorFlow is loaded
+    (the limit is process-wide and TF's own threads must not hit it).
+    """
+    current = _address_space_in_use()
+    if current is None or "tensorflow" in sys.modules:
+        yield
+        return
+    import resource
+
+    with _GUARD_LOCK:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = current + headroom
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        if soft != resource.RLIM_INFINITY and soft <= cap:
+            yield  # already at least this tight
+            return
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _address_space_in_use() -> int | None:
+    """The process' virtual size in bytes (Linux /proc), or None where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[0])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def collect_dataset_shapes(path: str, group: h5py.Group) -> dict[str, tuple[int, ...]]:
     """Dataset path -> shape for every dataset under `group`, from metadata only.
 
@@ -134,6 +194,7 @@ def write_h5_with_config(
         config_text = json.dumps(new_config)
     except (TypeError, ValueError) as error:
         raise UsageError(f"new config is not JSON-serializable: {error}") from None
+    refuse_same_file(source_path, dest_path)
     shutil.copyfile(source_path, dest_path)
     with h5py.File(dest_path, "r+", locking=False) as handle:
         if MODEL_CONFIG_ATTR not in handle.attrs:

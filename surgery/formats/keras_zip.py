@@ -26,10 +26,11 @@ from surgery.formats import (
     check_model_config,
     family_from_version,
     parse_json,
+    refuse_same_file,
     short_repr,
     unreadable,
 )
-from surgery.formats.h5 import collect_dataset_shapes
+from surgery.formats.h5 import collect_dataset_shapes, hdf5_memory_guard
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -179,12 +180,12 @@ def _read_weight_shapes(
 ) -> dict[str, tuple[int, ...]]:
     _refuse_bomb(path, info)
     try:
-        with _open_member_seekable(path, archive, info) as member:
+        with _open_member_seekable(path, archive, info) as member, hdf5_memory_guard():
             with h5py.File(member, "r") as weights:
                 return collect_dataset_shapes(path, weights)
     except UnreadableModelError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise unreadable(
             path, f"member {info.filename!r} is not a readable HDF5 file ({error})"
         ) from None
@@ -305,6 +306,7 @@ def write_keras_zip(
     """
     config_bytes = _encode_config(new_config)
     source_text = os.fspath(source_path)
+    refuse_same_file(source_text, dest_path)
     try:
         with zipfile.ZipFile(source_text) as source:
             members = _members_by_name(source_text, source)
@@ -319,6 +321,9 @@ def write_keras_zip(
                         _copy_member(source_text, source, dest, info)
     except zipfile.BadZipFile as error:
         raise unreadable(source_text, f"corrupt zip archive ({error})") from None
+    except (NotImplementedError, RuntimeError) as error:
+        # zipfile's wording for unsupported compression and encrypted members.
+        raise unreadable(source_text, f"cannot copy a member ({error})") from None
 
 
 def _encode_config(new_config: dict) -> bytes:

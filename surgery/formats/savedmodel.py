@@ -11,9 +11,14 @@ file is a `SavedMetadata` protobuf, decoded here by hand (no protobuf dependency
                     repeated int32 bad_consumers = 3; }
 
 (Field numbers checked against tf_keras/protobuf/saved_metadata.proto: SavedObject
-starts at 2, field 1 is reserved.) The root object (node_path "root") is the model; its metadata JSON holds class_name,
-config and keras_version. A SavedModel without keras_metadata.pb (tf.saved_model.save,
-Keras 3 `model.export()`) has no Keras config at all and is not supported.
+starts at 2, field 1 is reserved.)
+
+The root object (node_path "root") is the model; its metadata JSON holds class_name,
+config and keras_version, JSON-encoded by tf_keras' json_utils (tuples and TensorShapes
+become {"class_name": "__tuple__" | "TensorShape", "items": [...]}, undone here).
+A SavedModel without keras_metadata.pb (tf.saved_model.save, Keras 3 `model.export()`)
+has no Keras config at all and is not supported. Variables (the TF checkpoint) are not
+read: weight_shapes stays empty for a SavedModel.
 """
 
 from __future__ import annotations
@@ -257,9 +262,9 @@ def _plain_json_value(obj: dict) -> Any:
     model_config holds plain lists in the same places, so lists are what we return:
     the config then reads the same whichever file it came from.
     """
-    if obj.get("class_name") in ("__tuple__", "TensorShape") and set(obj) == {"class_name", "items"}:
-        items = obj["items"]
-        return list(items) if isinstance(items, list) else items
+    encoded = obj.get("class_name") in ("__tuple__", "TensorShape")
+    if encoded and set(obj) == {"class_name", "items"}:
+        return obj["items"]  # a list, or None for a TensorShape of unknown rank
     return obj
 
 
