@@ -390,41 +390,11 @@ def sequential_to_functional(entry: dict, dialect) -> None:
     # Keras rebuilds tensors from their history; the recorded shape must only be defined.
     # Weighted layers record their input shape; weightless ones are taken as shape-preserving.
     current_shape = list(shape)
-    current_mask = None
-    taken.add(input_name)
-
-    def fresh_name(base: str) -> str:
-        name, n = base, 0
-        while name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name)
-        return name
-
     for layer in layers:
         name = layer["config"]["name"]
         current_shape = list(dialect.input_shape_of_layer(layer) or current_shape)
-        input_tensor = dialect.tensor(previous, current_shape, dtype)
-        kwargs = {}
-        class_name = layer.get("class_name")
-        if not dialect.explicit_masks:
-            layer["name"] = name
-            layer["inbound_nodes"] = [dialect.new_node([input_tensor], kwargs)]
-            new_layers.append(layer)
-            previous = (name, 0, 0)
-            continue
-        if current_mask is not None and (is_recurrent_class(class_name) or class_name in masks.MASK_CONSUMERS_EXTRA):
-            kwargs["mask"] = masks.mask_tensor(current_mask, current_shape)
         layer["name"] = name
-        layer["inbound_nodes"] = [dialect.new_node([input_tensor], kwargs)]
-        source = masks.MASK_SOURCES.get(class_name)
-        if source is not None:
-            ops, current_mask = source(layer, input_tensor, fresh_name)
-            new_layers.extend(ops)
-        elif is_recurrent_class(class_name):
-            current_mask = current_mask if masks.returns_sequence_mask(layer) else None
-        elif class_name not in masks.MASK_PASSTHROUGH:
-            current_mask = None
+        layer["inbound_nodes"] = [dialect.new_node([dialect.tensor(previous, current_shape, dtype)])]
         new_layers.append(layer)
         previous = (name, 0, 0)
         dtype = "float32"
@@ -443,6 +413,8 @@ def sequential_to_functional(entry: dict, dialect) -> None:
         "output_layers": [previous[0], 0, 0],
     }
     entry.pop("build_config", None)
+    if dialect.explicit_masks:
+        masks.add_explicit_masks(entry["config"], is_recurrent_class)
 
 
 def is_recurrent_class(class_name: str | None) -> bool:

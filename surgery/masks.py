@@ -81,3 +81,76 @@ def returns_sequence_mask(layer: dict) -> bool:
     if layer.get("class_name") == "Bidirectional":
         inner = inner.get("layer", {}).get("config", {})
     return bool(inner.get("return_sequences", False))
+
+
+def add_explicit_masks(level_config: dict, is_recurrent: Callable[[str], bool]) -> None:
+    """Give every recurrent call whose mask is only implied an explicit `mask` keyword.
+
+    Works on one Keras 3 functional level in place: each call's mask is traced back from its
+    sequence input through mask pass-through layers to the layer that emits it (Masking,
+    Embedding(mask_zero)), whose mask ops are then written into the graph once.
+    """
+    layers = level_config["layers"]
+    by_name = {entry.get("name") or entry["config"]["name"]: entry for entry in layers}
+    taken = set(by_name)
+    made: dict[tuple, tuple | None] = {}
+
+    def fresh_name(base: str) -> str:
+        name, n = base, 0
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        return name
+
+    def first_arg(node):
+        args = node.get("args", []) if isinstance(node, dict) else []
+        first = args[0] if args else None
+        return first if isinstance(first, dict) and first.get("class_name") == "__keras_tensor__" else None
+
+    def mask_of(tensor: dict | None, depth: int = 0):
+        if tensor is None or depth > 10_000:
+            return None
+        name, node_index, output_index = tensor["config"]["keras_history"]
+        key = (name, node_index, output_index)
+        if key in made:
+            return made[key]
+        made[key] = None  # cycle guard
+        entry = by_name.get(name)
+        result = None
+        if entry is not None and node_index < len(entry.get("inbound_nodes", [])):
+            node = entry["inbound_nodes"][node_index]
+            class_name = entry.get("class_name")
+            source = MASK_SOURCES.get(class_name)
+            explicit = node.get("kwargs", {}).get("mask") if isinstance(node, dict) else None
+            if source is not None and first_arg(node) is not None:
+                ops, result = source(entry, first_arg(node), fresh_name)
+                position = layers.index(entry) + 1
+                layers[position:position] = ops
+                by_name.update({op["name"]: op for op in ops})
+            elif is_recurrent(class_name):
+                if output_index == 0 and returns_sequence_mask(entry):
+                    result = _ref_of(explicit) if explicit else mask_of(first_arg(node), depth + 1)
+            elif class_name in MASK_PASSTHROUGH:
+                result = _ref_of(explicit) if explicit else mask_of(first_arg(node), depth + 1)
+        made[key] = result
+        return result
+
+    for entry in list(layers):
+        class_name = entry.get("class_name")
+        if not (is_recurrent(class_name) or class_name in MASK_CONSUMERS_EXTRA):
+            continue
+        for node in entry.get("inbound_nodes", []):
+            if not isinstance(node, dict) or node.get("kwargs", {}).get("mask") is not None:
+                continue
+            sequence = first_arg(node)
+            ref = mask_of(sequence)
+            if ref is not None:
+                shape = sequence["config"].get("shape")
+                node.setdefault("kwargs", {})["mask"] = mask_tensor(ref, shape)
+
+
+def _ref_of(tensor) -> tuple | None:
+    if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__":
+        return tuple(tensor["config"]["keras_history"])
+    return None

@@ -1,0 +1,228 @@
+"""Translate a Keras 2 (tf.keras / tf_keras) model into Keras 3, weights included.
+
+Keras 3 rejects many Keras 2 configs (`time_major`, CuDNNLSTM/CuDNNGRU layers, ...). The
+translation rewrites the config (dropping arguments Keras 3 does not know when they hold
+their harmless Keras 2 defaults, refusing them otherwise), builds the Keras 3 model, and
+copies the weights layer by layer, converting CuDNN weight layouts as tf.keras itself did.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect as pyinspect
+import json
+
+import numpy as np
+
+from surgery import families
+from surgery.artifact import ModelArtifact
+from surgery.errors import NotSupportedError, UnreadableModelError
+from surgery.graph import KERAS3, walk_values
+from surgery.masks import add_explicit_masks
+from surgery.registry import LAYER_KINDS, is_recurrent
+
+# Keras 2 arguments Keras 3 does not accept, with the value that makes dropping them exact.
+KERAS2_ONLY_DEFAULTS = {
+    "time_major": False,
+    "implementation": None,   # a speed hint only; any value computes the same function
+    "reset_dropout_mask": None,
+    "reset_recurrent_dropout_mask": None,
+    "enable_caching_device": None,
+}
+
+# Keras 2 classes with no Keras 3 counterpart -> (Keras 3 class, arguments that make it equal).
+RENAMED_CLASSES = {
+    "CuDNNLSTM": ("LSTM", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
+                           "unit_forget_bias": True}),
+    "CuDNNGRU": ("GRU", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
+                         "reset_after": True}),
+}
+CUDNN_GATES = {"CuDNNLSTM": 4, "CuDNNGRU": 3}
+
+_LAYER_BASE_ARGS = {"name", "trainable", "dtype", "autocast", "input_dim", "input_shape",
+                    "batch_input_shape", "batch_shape", "input_length"}
+
+
+def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str]]:
+    """(Keras 3 config, notes on what changed, {layer name: original CuDNN class})."""
+    keras = families.get("keras3").keras
+    new = copy.deepcopy(config)
+    notes: list[str] = []
+    cudnn: dict[str, str] = {}
+    for item in list(walk_values(new)):
+        if isinstance(item, dict) and isinstance(item.get("config"), dict) and "class_name" in item:
+            _translate_layer(keras, item, notes, cudnn)
+    for item in list(walk_values(new)):
+        if isinstance(item, dict) and isinstance(item.get("inbound_nodes"), list):
+            item["inbound_nodes"] = [_keras3_node(item, node) for node in item["inbound_nodes"]]
+            # Keras 2 build configs list every input's shape (states too); the calls build the layers.
+            item.pop("build_config", None)
+    for item in list(walk_values(new)):
+        if isinstance(item, dict) and item.get("class_name") in ("Functional", "Model") \
+                and isinstance(item.get("config", {}).get("layers"), list):
+            # tf_keras keeps implicit masks when initial states are passed; Keras 3 does not.
+            add_explicit_masks(item["config"], lambda name: name in LAYER_KINDS)
+    if new.get("class_name") in ("Functional", "Model"):
+        new.update({"module": "keras.src.models.functional", "class_name": "Functional",
+                    "registered_name": "Functional"})
+    elif new.get("class_name") == "Sequential":
+        new.update({"module": "keras", "registered_name": None})
+    return new, notes, cudnn
+
+
+def _translate_layer(keras, item: dict, notes: list, cudnn: dict) -> None:
+    name = item.get("class_name")
+    cfg = item["config"]
+    if name in RENAMED_CLASSES:
+        target, fixed = RENAMED_CLASSES[name]
+        cudnn[cfg.get("name", "?")] = name
+        item["class_name"] = target
+        cfg.update(fixed)
+        notes.append(f"{cfg.get('name')}: {name} -> {target} (weights converted from the cuDNN layout)")
+        name = target
+    if isinstance(cfg.get("dtype"), dict) and cfg["dtype"].get("class_name") == "Policy":
+        cfg["dtype"] = cfg["dtype"].get("config", {}).get("name", "float32")
+    layer_class = getattr(keras.layers, name, None)
+    if layer_class is None or not isinstance(layer_class, type):
+        return
+    accepted = _accepted_arguments(layer_class)
+    if accepted is None:
+        return
+    for key in sorted(set(cfg) - accepted - _LAYER_BASE_ARGS):
+        if key not in KERAS2_ONLY_DEFAULTS:
+            continue
+        default = KERAS2_ONLY_DEFAULTS[key]
+        value = cfg.pop(key)
+        if default is not None and value != default:
+            raise NotSupportedError(
+                f"layer {cfg.get('name')!r} has {key}={value!r}, which Keras 3 cannot express; "
+                "keep the model in the Keras 2 family (omit --to keras3)"
+            )
+        notes.append(f"{cfg.get('name')}: dropped Keras 2 argument {key}={value!r}")
+
+
+def _keras3_node(entry: dict, node):
+    """A Keras 2 node ([[layer, node, tensor, kwargs], ...]) in Keras 3 form.
+
+    Extra tensors of a recurrent call are its initial states; other multi-input calls take
+    their tensors as one list. Keras rebuilds tensors from their history, so the recorded
+    shape only has to be defined.
+    """
+    if not isinstance(node, list):
+        return node
+    tensors = [t for t in node if isinstance(t, list) and len(t) >= 3]
+    kwargs = dict(tensors[0][3]) if tensors and len(tensors[0]) > 3 and isinstance(tensors[0][3], dict) else {}
+    as_tensors = [KERAS3.tensor((t[0], t[1], t[2]), [None]) for t in tensors]
+    if is_recurrent(entry) and len(as_tensors) > 1:
+        return KERAS3.new_node([as_tensors[0]], {**kwargs, "initial_state": as_tensors[1:]})
+    if len(as_tensors) == 1:
+        return KERAS3.new_node(as_tensors, kwargs)
+    return KERAS3.new_node([as_tensors], kwargs)
+
+
+def _accepted_arguments(layer_class) -> set | None:
+    try:
+        parameters = pyinspect.signature(layer_class.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()) and len(parameters) <= 2:
+        return None
+    return set(parameters)
+
+
+def cudnn_to_keras(class_name: str, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """CuDNN weight layout -> Keras LSTM / GRU(reset_after=True), as tf.keras' loader did it.
+
+    Input kernels are stored per gate in Fortran order, recurrent kernels per gate transposed;
+    LSTM biases are split into input and recurrent halves (summed here), GRU biases reshape
+    to (2, 3*units).
+    """
+    gates = CUDNN_GATES[class_name]
+    kernel, recurrent, bias = weights
+
+    def per_gate(matrix, function):
+        return np.hstack([function(block) for block in np.hsplit(matrix, gates)])
+
+    kernel = per_gate(kernel, lambda k: k.T.reshape(k.shape, order="F"))
+    recurrent = per_gate(recurrent, lambda k: k.T)
+    if class_name == "CuDNNLSTM":
+        bias = np.sum(np.split(bias, 2, axis=0), axis=0)
+    else:
+        bias = np.asarray(bias).reshape((2, -1))
+    return [kernel, recurrent, bias]
+
+
+def h5_layer_weights(path: str) -> dict[str, list[np.ndarray]]:
+    """Leaf layer name -> weights in saved order, from a Keras 2 HDF5 model or weights file."""
+    import h5py
+
+    out: dict[str, list[np.ndarray]] = {}
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle["model_weights"] if "model_weights" in handle else handle
+            for layer_name in _decode_all(group.attrs.get("layer_names", [])):
+                layer_group = group[layer_name]
+                for weight_name in _decode_all(layer_group.attrs.get("weight_names", [])):
+                    leaf = weight_name.split("/")[0] if "/" in weight_name else layer_name
+                    out.setdefault(leaf, []).append(np.asarray(layer_group[weight_name]))
+    except (OSError, KeyError) as error:
+        raise UnreadableModelError(f"cannot read Keras 2 weights from {path!r}: {error}") from None
+    return out
+
+
+def _decode_all(values) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def live_layer_weights(model) -> dict[str, list[np.ndarray]]:
+    """Leaf layer name -> weights, from a live tf_keras model (nested models flattened)."""
+    family = families.of_model(model)
+    out = {}
+    for layer in model.layers:
+        if family.is_model(layer):
+            out.update(live_layer_weights(layer))
+        elif layer.weights:
+            out[layer.name] = layer.get_weights()
+    return out
+
+
+def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = False):
+    """(Keras 3 model, notes) equivalent to a Keras 2 artifact."""
+    if artifact.family != "keras2":
+        raise NotSupportedError(f"{artifact.path!r} is already a Keras 3 model")
+    config, notes, cudnn = translate_config(artifact.model_config)
+    model = families.get("keras3").deserialize(config, custom_objects)
+    if artifact.format == "h5":
+        weights = h5_layer_weights(artifact.path)
+    else:
+        from surgery.loading import load_model
+
+        weights = live_layer_weights(load_model(artifact, unsafe=unsafe, custom_objects=custom_objects))
+    _assign(model, weights, cudnn)
+    return model, notes
+
+
+def _assign(model, weights: dict, cudnn: dict) -> None:
+    family = families.of_model(model)
+    for layer in model.layers:
+        if family.is_model(layer):
+            _assign(layer, weights, cudnn)
+            continue
+        if not layer.weights:
+            continue
+        if layer.name not in weights:
+            raise UnreadableModelError(f"no saved weights for layer {layer.name!r}")
+        values = weights[layer.name]
+        if layer.name in cudnn:
+            values = cudnn_to_keras(cudnn[layer.name], values)
+        expected = [tuple(w.shape) for w in layer.weights]
+        got = [tuple(np.shape(v)) for v in values]
+        if expected != got:
+            raise UnreadableModelError(
+                f"layer {layer.name!r}: saved weight shapes {got} do not fit the Keras 3 layer's {expected}"
+            )
+        layer.set_weights(values)
+
+
+def config_json(model) -> str:
+    return json.dumps(families.of_model(model).serialize(model))
