@@ -103,11 +103,14 @@ def inspect(model, as_json):
 @click.option("--layer", "layers", multiple=True, help="Only this recurrent layer (name, site or path); repeatable.")
 @click.option("--inputs", is_flag=True, help="Also add initial-state inputs.")
 @click.option("--no-outputs", is_flag=True, help="Do not add state outputs.")
+@click.option("--to", "to", type=click.Choice(["keras3"]),
+              help="Write a Keras 2 (tf_keras) input as a Keras 3 model (default: keep its family).")
 @write_options
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def expose_state(model, output, layers, inputs, no_outputs, fmt, verify, force, unsafe, custom_objects_file, as_json):
+def expose_state(model, output, layers, inputs, no_outputs, to, fmt, verify, force, unsafe, custom_objects_file,
+                 as_json):
     """Make recurrent states of MODEL extra outputs (and, with --inputs, extra inputs)."""
     from surgery.expose import expose_state_file
     from surgery.loading import load_custom_objects
@@ -115,7 +118,7 @@ def expose_state(model, output, layers, inputs, no_outputs, fmt, verify, force, 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = expose_state_file(
         model, output, layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
-        verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=Progress(not as_json),
+        verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=Progress(not as_json), to=to,
     )
     _report_write(result, as_json)
 
@@ -173,6 +176,62 @@ def verify(original, rebuilt, unsafe, custom_objects_file, as_json):
         click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
+
+
+@main.command("split-seq2seq")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
+              help="Output directory (default: <stem>.split beside MODEL); gets encoder.keras and decoder_step.keras.")
+@click.option("--force", is_flag=True, help="Overwrite existing encoder/decoder files in the output directory.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Reload what was written and check it step by step against teacher forcing.")
+@load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_json):
+    """Split a trained encoder-decoder MODEL into an encoder and a one-step decoder model."""
+    from surgery.loading import load_custom_objects
+    from surgery.seq2seq import format_result, result_dict, split_seq2seq_file
+
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    result = split_seq2seq_file(model, outdir, force=force, verify=verify, unsafe=unsafe,
+                                custom_objects=custom, progress=Progress(not as_json))
+    if as_json:
+        _emit_json(result_dict(result))
+    else:
+        click.echo(format_result(result))
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Output .keras path (default: <stem>.keras3.keras beside MODEL).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check the Keras 3 model reproduces the Keras 2 original.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def convert(model, output, verify, force, unsafe, custom_objects_file, as_json):
+    """Upgrade a Keras 2 (tf.keras / tf_keras) model file to a Keras 3 .keras file."""
+    from surgery.convert import convert_file
+    from surgery.loading import load_custom_objects
+
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    result = convert_file(model, output, verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
+                          progress=Progress(not as_json))
+    if as_json:
+        _emit_json({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
+                    "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff})
+        return
+    click.echo(f"wrote {result.output} (Keras 3) and {result.manifest.name}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if not result.verified:
+        click.echo("not verified (--no-verify)")
+    elif result.max_abs_diff is None:
+        click.echo("verified: the written file reproduces the translation (the Keras 2 original cannot run here)")
+    else:
+        click.echo(f"verified: outputs match the Keras 2 original (max |diff| {result.max_abs_diff:.3g})")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -83,12 +84,20 @@ def expose_state_file(
     unsafe: bool = False,
     custom_objects: dict | None = None,
     progress=None,
+    to: str | None = None,
 ) -> WriteResult:
-    """File-to-file expose-state: rewrite, write atomically, verify, then rename into place."""
+    """File-to-file expose-state: rewrite, write atomically, verify, then rename into place.
+
+    Results stay in the input's Keras family; `to="keras3"` translates a Keras 2 model first.
+    """
     artifact = formats.read_artifact(source)
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; expose-state needs a full model file")
     ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    if to == "keras3" and artifact.family == "keras2":
+        return _expose_translated(artifact, output, layers=layers, outputs=outputs, inputs=inputs, fmt=fmt,
+                                  verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects,
+                                  progress=progress)
     new_config, plan = rewire_states(
         artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
     )
@@ -98,17 +107,36 @@ def expose_state_file(
     )
 
 
+def _expose_translated(artifact: ModelArtifact, output, *, layers, outputs, inputs, fmt, verify, force,
+                       unsafe, custom_objects, progress) -> WriteResult:
+    """Keras 2 input, Keras 3 result: translate, then the ordinary rewiring on the translation."""
+    from surgery.translate import translate
+
+    model3, _notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe)
+    config3 = families.get("keras3").serialize(model3)
+    new_config, plan = rewire_states(config3, "keras3", layers=layers, outputs=outputs, inputs=inputs)
+    translated = dataclasses.replace(artifact, family="keras3", format="keras", model_config=config3)
+    return write_rewired(translated, new_config, plan, output, operation="expose-state", tag="exposed",
+                         fmt=fmt, verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects,
+                         progress=progress, original_model=model3)
+
+
 def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *, operation: str,
                   tag: str, fmt=None, verify=True, force=False, unsafe=False, custom_objects=None,
-                  progress=None) -> WriteResult:
-    """Write a rewired config as a verified artifact. Shared by every config-level operation."""
+                  progress=None, original_model=None) -> WriteResult:
+    """Write a rewired config as a verified artifact. Shared by every config-level operation.
+
+    original_model: the live model the config came from, when it is not the file itself (a
+    translation); the weights then come from it rather than from the file.
+    """
     step = progress or (lambda _message: None)
     fmt = saving.infer_format(output, fmt) if output is not None else (fmt or artifact.format)
     output = Path(output) if output is not None else saving.default_output_path(artifact.path, tag, fmt)
     saving.check_output(artifact.path, output, force)
     family = families.get(artifact.family)
-    fast = fmt == artifact.format and fmt in ("keras", "h5") and not plan.weights_layout_changed
-    original = rebuilt_live = None
+    fast = (original_model is None and fmt == artifact.format and fmt in ("keras", "h5")
+            and not plan.weights_layout_changed)
+    original, rebuilt_live = original_model, None
     report = None
     # Hash the source on a second thread while the copy runs: hashlib releases the GIL.
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -119,8 +147,9 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             step("writing (weights copied byte for byte)")
             _write_config_only(artifact, new_config, temp, fmt)
         else:
-            step("loading the original model")
-            original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+            if original is None:
+                step("loading the original model")
+                original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
             rebuilt_live = family.deserialize(new_config, custom_objects)
             transfer_weights(original, rebuilt_live)
             step(f"writing {fmt}")
