@@ -26,6 +26,7 @@ _LAZY = {
     "save_model": ("surgery.saving", "save_model"),
     "verify": ("surgery.verify", "verify"),
     "verify_files": ("surgery.verify", "verify_files"),
+    "split_seq2seq": ("surgery.seq2seq", "split_seq2seq"),
 }
 
 
