@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import copy
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -12,7 +12,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -907,23 +906,17 @@ def big_keras_file(path: Path, weights_bytes: int) -> Path:
     return path
 
 
-def test_write_keras_zip_streams_with_flat_memory_at_about_copy_speed(tmp_path):
+def test_write_keras_zip_streams_with_flat_memory(tmp_path):
+    # Speed is measured in benchmarks/run.py, not asserted here.
     size = 96 << 20
     source = big_keras_file(tmp_path / "big.keras", size)
 
-    started = time.perf_counter()
-    shutil.copyfile(source, tmp_path / "plain_copy.keras")
-    copy_seconds = time.perf_counter() - started
-
     tracemalloc.start()
-    started = time.perf_counter()
     write_keras_zip(source, tmp_path / "out.keras", {"class_name": "S", "config": {}})
-    write_seconds = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
     assert peak < 8 << 20, f"peak Python allocation {peak} bytes for a {size} byte member"
-    assert write_seconds < 6 * copy_seconds + 1.0, (write_seconds, copy_seconds)
     with zipfile.ZipFile(tmp_path / "out.keras") as archive:
         assert archive.getinfo("model.weights.h5").file_size == size
         assert archive.testzip() is None
