@@ -286,7 +286,13 @@ class _LevelStream:
             return self._nested(entry, index, node)
         if registry.is_recurrent(entry):
             return self._recurrent(entry, index, node)
-        arg_kinds = [self.kind(self.dialect.ref_of(t)) for t in self.tensors(node)]
+        # The mask a layer is given follows its input; the other tensors are its arguments.
+        mask = self.dialect.get_kwarg(node, "mask")
+        mask_ids = {id(t) for t in self.tensors(mask)} if mask is not None else set()
+        arg_kinds = [self.kind(self.dialect.ref_of(t)) for t in self.tensors(node) if id(t) not in mask_ids]
+        mask_kinds = {self.kind(self.dialect.ref_of(t)) for t in self.tensors(mask)} if mask is not None else set()
+        if mask_kinds - {SEQ, STATIC} or (SEQ in mask_kinds and SEQ not in arg_kinds):
+            raise _refuse(self.path, entry, "its mask and its input do not share a time axis")
         timed = {k for k in arg_kinds if k in (SEQ, STEP)}
         if STATE in arg_kinds:
             if class_name == "Identity" and len(arg_kinds) == 1:
@@ -309,7 +315,7 @@ class _LevelStream:
         module = entry.get("module") or ""
         if module.startswith("keras.src.ops") or module.startswith("keras.ops"):
             return self._op(entry, node, kind)
-        if class_name in _ACROSS_TIME and kind == SEQ:
+        if class_name in _ACROSS_TIME and (kind == SEQ or class_name == "RepeatVector"):
             raise _refuse(self.path, entry, _ACROSS_TIME[class_name])
         if class_name in _MERGE_LAYERS:
             return self._merge(entry, node, kind)
