@@ -234,5 +234,37 @@ def convert(model, output, verify, force, unsafe, custom_objects_file, as_json):
         click.echo(f"verified: outputs match the Keras 2 original (max |diff| {result.max_abs_diff:.3g})")
 
 
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Step model to write: a SavedModel directory (or a .keras file, external state only).")
+@click.option("--state", type=click.Choice(["external", "internal"]), default="external", show_default=True,
+              help="external: states are inputs/outputs the caller carries; internal: variables in the model.")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Timesteps per call (K).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Fixed batch size (default: any; internal state: 1).")
+@click.option("--tflite", "tflite_path", type=click.Path(dir_okay=False), help="Also write a TFLite model here.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Step through 500 timesteps (K 1, 4, 16; batch 1, 8) against the full-sequence model.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def stream(model, output, state, steps, batch_size, tflite_path, verify, force, unsafe, custom_objects_file,
+           as_json):
+    """Turn MODEL into a step model that runs K timesteps per call and carries its state."""
+    from surgery.loading import load_custom_objects
+    from surgery.stream import stream_file
+
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,
+                         verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
+                         progress=Progress(not as_json))
+    if as_json:
+        _emit_json(result.as_dict())
+        return
+    click.echo("\n".join(result.lines()))
+
+
 if __name__ == "__main__":
     main()

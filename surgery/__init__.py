@@ -26,6 +26,9 @@ _LAZY = {
     "save_model": ("surgery.saving", "save_model"),
     "verify": ("surgery.verify", "verify"),
     "verify_files": ("surgery.verify", "verify_files"),
+    "to_step_model": ("surgery.stream", "to_step_model"),
+    "verify_streaming": ("surgery.stream", "verify_streaming"),
+    "StreamSession": ("surgery.session", "StreamSession"),
     "split_seq2seq": ("surgery.seq2seq", "split_seq2seq"),
 }
 
