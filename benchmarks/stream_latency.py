@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from surgery.quiet import import_keras  # noqa: E402
+from surgery.quiet import import_keras
 
 FEATURES, UNITS, HEAD = 32, 256, 8
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     with quiet():
         reference = np.asarray(full(x_seq[:, :200]))
 
-    step_model, plan = stream.build_step_model(model, steps=1, batch_size=1)
+    step_model, _plan = stream.build_step_model(model, steps=1, batch_size=1)
     zeros = [np.zeros((1, UNITS), np.float32)] * 2
     x1 = x_seq[:, :1]
     results = {"model": f"Input((None, {FEATURES})) -> LSTM({UNITS}) -> Dense({HEAD})", "batch": 1, "per_step_us": {}}

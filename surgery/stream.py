@@ -35,15 +35,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from surgery import registry
 from surgery.errors import NotSupportedError, UsageError, VerificationError
-from surgery.graph import Level, dialect_for, is_model_entry, output_count, top_level_entry
+from surgery.graph import Level, dialect_for, is_model_entry, top_level_entry
 from surgery.quiet import import_keras, import_tensorflow, quiet
 from surgery.rewire import RewirePlan, StateTensor, rewire_states
 from surgery.sites import find_sites
@@ -313,7 +313,7 @@ class _LevelStream:
             raise _refuse(self.path, entry, f"it combines per-timestep values with {static[0]!r}, which has no "
                                             "time axis")
         module = entry.get("module") or ""
-        if module.startswith("keras.src.ops") or module.startswith("keras.ops"):
+        if module.startswith(("keras.src.ops", "keras.ops")):
             return self._op(entry, node, kind)
         if class_name in _ACROSS_TIME and (kind == SEQ or class_name == "RepeatVector"):
             raise _refuse(self.path, entry, _ACROSS_TIME[class_name])
@@ -481,8 +481,8 @@ class _LevelStream:
         cells = registry.layer_kind(entry).cells(entry)
         offset = sum(len(registry.cell_kind(cell).roles) for _p, cell, _c in cells[:-1])
         h_in = state_tensors[offset]
-        h_shape = dialect.tensor_shape(h_in) or (None,)
-        out_rank = len(h_shape) + 1  # (batch, time, *state)
+        h_shape = tuple((dialect.tensor_shape(h_in) or (None, None))[1:])  # without the batch axis
+        out_rank = len(h_shape) + 2  # (batch, time, *state)
         mask = copy.deepcopy(self.tensors(dialect.get_kwarg(node, "mask"))[0])
         h_in = copy.deepcopy(h_in)
         output_ref = (name, index, 0)
@@ -958,6 +958,8 @@ def _stateful_class():
 
         def __call__(self, inputs):
             values = _as_input_list(inputs, self.plan)
+            dtypes = [np.dtype(str(t.dtype)) for t in self.model.inputs]
+            values = [v if v.dtype == d else v.astype(d) for v, d in zip(values, dtypes)]
             with quiet():
                 result = self.serve(*values)
             outputs = {name: np.asarray(result[name]) for name in self.plan.original_outputs}
@@ -1004,7 +1006,7 @@ def _stateful_class():
 _STATEFUL_CLASS = None
 
 
-def StatefulStepModel(step_model, plan: StreamPlan):  # noqa: N802  (a factory that reads as a class)
+def StatefulStepModel(step_model, plan: StreamPlan):  # a factory that reads as a class
     """A step model that keeps its recurrent states in variables (state="internal").
 
     Call it on one chunk of inputs; `reset_state()`, `get_state()` (dict of arrays),
@@ -1395,8 +1397,7 @@ class StreamResult:
         plan = self.plan
         per_call = f"{plan.steps} step{'s' if plan.steps != 1 else ''} per call"
         batch = f"batch {plan.batch_size}" if plan.batch_size else "any batch"
-        out = [f"wrote {self.output} ({self.format}, {self.state} state, {per_call}, {batch}) "
-               f"and {self.manifest.name}"]
+        out = [f"wrote {self.output} ({self.format}, {self.state} state, {per_call}, {batch}) and {self.manifest.name}"]
         shapes_in = dict(zip(plan.input_names, plan.input_shapes))
         shapes_out = dict(zip(plan.output_names, plan.output_shapes))
         if self.state == "internal":

@@ -3,7 +3,6 @@ full-sequence model and the NumPy oracle."""
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
 
 TOL = 1e-5
@@ -126,9 +125,8 @@ def test_explicit_keras_backend_and_input_checks(streaming_model):
 def test_states_match_the_numpy_oracle():
     """Independent of Keras' full-sequence run: the first LSTM's carried state after 100
     single steps equals the NumPy recurrence over the same 100 inputs."""
-    from surgery import StreamSession
+    from surgery import StreamSession, oracle
     from surgery.loading import load_model
-    from surgery import oracle
     from surgery.quiet import import_keras
 
     model = load_model(FIXTURES / "lstm_stacked.keras")
