@@ -307,6 +307,14 @@ def test_tflite_builtin_ops_and_named_binding(load):
     check = stream.StreamReport(length=48, tolerance=TOL)
     result = stream.verify_backend("tflite", runner, model, plan, check, keras_step=stream.compiled_call(step))
     assert check.ok and max(result["vs_keras_step"].values()) <= TOL
+    # TensorFlow's own interpreter (the fallback when ai_edge_litert is not installed) agrees.
+    tf_runner = tflite.SignatureStep(tflite.load_interpreter(converted.content, needs_flex=True),
+                                     plan.input_names, plan.output_names)
+    assert type(tf_runner.interpreter).__module__.startswith("tensorflow")
+    values = [np.random.default_rng(0).standard_normal((2, 1, 4)).astype("float32")]
+    values += [np.full((2, 16), 0.1 * i, "float32") for i in range(4)]
+    for got, want in zip(tf_runner(values), runner(values)):
+        assert np.max(np.abs(got - want)) <= TOL
 
 
 def test_tflite_internal_state_uses_resource_variables(load):
