@@ -161,7 +161,9 @@ def test_masked_model_per_step_output_equals_the_original_on_prefixes():
 
 @pytest.mark.slow
 def test_256_unit_lstm_step_latency():
-    """The README figure: batch 1, one step, 256 units, on the fastest backend (<= 30 us)."""
+    """The README figure: batch 1, one step, 256 units, on the fastest backend (<= 30 us).
+
+    A timing: run it on a machine that is otherwise idle (not beside other test workers)."""
     import time
 
     from surgery import StreamSession
