@@ -30,6 +30,7 @@ _LAZY = {
     "verify_streaming": ("surgery.stream", "verify_streaming"),
     "StreamSession": ("surgery.session", "StreamSession"),
     "split_seq2seq": ("surgery.seq2seq", "split_seq2seq"),
+    "splice": ("surgery.splice", "splice"),
 }
 
 
