@@ -105,12 +105,14 @@ def inspect(model, as_json):
 @click.option("--no-outputs", is_flag=True, help="Do not add state outputs.")
 @click.option("--to", "to", type=click.Choice(["keras3"]),
               help="Write a Keras 2 (tf_keras) input as a Keras 3 model (default: keep its family).")
+@click.option("--strip", is_flag=True,
+              help="Remove pruning/clustering wrappers (tfmot's strip functions) instead of keeping them.")
 @write_options
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def expose_state(model, output, layers, inputs, no_outputs, to, fmt, verify, force, unsafe, custom_objects_file,
-                 as_json):
+def expose_state(model, output, layers, inputs, no_outputs, to, strip, fmt, verify, force, unsafe,
+                 custom_objects_file, as_json):
     """Make recurrent states of MODEL extra outputs (and, with --inputs, extra inputs)."""
     from surgery.expose import expose_state_file
     from surgery.loading import load_custom_objects
@@ -119,6 +121,7 @@ def expose_state(model, output, layers, inputs, no_outputs, to, fmt, verify, for
     result = expose_state_file(
         model, output, layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
         verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=Progress(not as_json), to=to,
+        strip=strip,
     )
     _report_write(result, as_json)
 

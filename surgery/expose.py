@@ -83,6 +83,7 @@ def expose_state_file(
     custom_objects: dict | None = None,
     progress=None,
     to: str | None = None,
+    strip: bool = False,
 ) -> WriteResult:
     """File-to-file expose-state: rewrite, write atomically, verify, then rename into place.
 
@@ -92,10 +93,11 @@ def expose_state_file(
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; expose-state needs a full model file")
     ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
-    if to == "keras3" and artifact.family == "keras2":
-        return _expose_translated(artifact, output, layers=layers, outputs=outputs, inputs=inputs, fmt=fmt,
-                                  verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects,
-                                  progress=progress)
+    translate_to_keras3 = to == "keras3" and artifact.family == "keras2"
+    if translate_to_keras3 or strip:
+        return _expose_live(artifact, output, strip=strip, to_keras3=translate_to_keras3, layers=layers,
+                            outputs=outputs, inputs=inputs, fmt=fmt, verify=verify, force=force,
+                            unsafe=unsafe, custom_objects=custom_objects, progress=progress)
     new_config, plan = rewire_states(
         artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
     )
@@ -105,18 +107,29 @@ def expose_state_file(
     )
 
 
-def _expose_translated(artifact: ModelArtifact, output, *, layers, outputs, inputs, fmt, verify, force,
-                       unsafe, custom_objects, progress) -> WriteResult:
-    """Keras 2 input, Keras 3 result: translate, then the ordinary rewiring on the translation."""
-    from surgery.translate import translate
+def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, outputs, inputs, fmt, verify,
+                 force, unsafe, custom_objects, progress) -> WriteResult:
+    """Operate on a transformed live model: wrappers stripped (tfmot) and/or translated to Keras 3."""
+    from surgery import optimization, translate
 
-    model3, _notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe)
-    config3 = families.get("keras3").serialize(model3)
-    new_config, plan = rewire_states(config3, "keras3", layers=layers, outputs=outputs, inputs=inputs)
-    translated = dataclasses.replace(artifact, family="keras3", format="keras", model_config=config3)
-    return write_rewired(translated, new_config, plan, output, operation="expose-state", tag="exposed",
+    step = progress or (lambda _message: None)
+    step("loading the original model")
+    model = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    if strip:
+        step("stripping model-optimization wrappers")
+        model = optimization.strip(model)
+    if to_keras3:
+        step("translating to Keras 3")
+        model, _notes = (translate.translate_live(model, custom_objects=custom_objects) if strip
+                         else translate.translate(artifact, custom_objects=custom_objects, unsafe=unsafe))
+    family = families.of_model(model)
+    config = family.serialize(model)
+    new_config, plan = rewire_states(config, family.name, layers=layers, outputs=outputs, inputs=inputs)
+    live = dataclasses.replace(artifact, family=family.name, model_config=config,
+                               format="keras" if to_keras3 else artifact.format)
+    return write_rewired(live, new_config, plan, output, operation="expose-state", tag="exposed",
                          fmt=fmt, verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects,
-                         progress=progress, original_model=model3)
+                         progress=progress, original_model=model)
 
 
 def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *, operation: str,

@@ -241,4 +241,9 @@ def of_model(model):
 
 
 def load(artifact: ModelArtifact, *, custom_objects: dict, safe_mode: bool):
+    from surgery import optimization
+
+    if optimization.uses_wrappers(artifact.model_config):
+        # Wrapper classes come from the installed tfmot, never from the file.
+        custom_objects = {**optimization.custom_objects(), **custom_objects}
     return get(artifact.family).load(artifact.path, custom_objects=custom_objects, safe_mode=safe_mode)

@@ -128,7 +128,9 @@ class Keras3Dialect:
 
     def input_shape_of_layer(self, entry) -> tuple | None:
         shape = (entry.get("build_config") or {}).get("input_shape")
-        return tuple(shape) if isinstance(shape, (list, tuple)) and shape and not isinstance(shape[0], (list, dict)) else None
+        if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+            shape = shape[0]  # a call with several inputs (initial states): the sequence comes first
+        return tuple(shape) if isinstance(shape, (list, tuple)) and shape and not isinstance(shape[0], dict) else None
 
     def input_layer_shape(self, entry) -> tuple | None:
         cfg = entry.get("config", {})

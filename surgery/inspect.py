@@ -40,6 +40,18 @@ def _site_dict(site: Site) -> dict:
     }
 
 
+def _with_stored_weights(site: dict, weight_shapes: dict) -> dict:
+    """Keras 2 HDF5 configs record no input shapes: show the stored datasets instead."""
+    if site["weights"] or not weight_shapes:
+        return site
+    marker = f"/{site['layer']}/"
+    site["weights"] = {
+        name.rsplit(marker, 1)[1]: list(shape)
+        for name, shape in weight_shapes.items() if marker in f"/{name}"
+    }
+    return site
+
+
 def inspect(path: str | os.PathLike) -> dict:
     """Describe a model file: format, family, recurrent sites, and content that would run code."""
     artifact = read_artifact(path)
@@ -68,7 +80,8 @@ def inspect(path: str | os.PathLike) -> dict:
         {"path": f.path, "kind": f.kind, "detail": f.detail} for f in scan_config(config)
     ]
     try:
-        report["sites"] = [_site_dict(site) for site in find_sites(config, artifact.family)]
+        report["sites"] = [_with_stored_weights(_site_dict(site), artifact.weight_shapes)
+                           for site in find_sites(config, artifact.family)]
     except NotSupportedError as error:
         report["supported"] = False
         report["unsupported_reason"] = str(error)

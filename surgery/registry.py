@@ -106,7 +106,18 @@ def _as_tuple(value, rank: int) -> tuple:
     return (value,) * rank
 
 
+def _cudnn_weights(gates: int):
+    def shapes(cfg: dict, step_shape: Shape) -> dict[str, Shape]:
+        units = _units(cfg)
+        return {"kernel": (step_shape[-1] if step_shape else None, gates * units),
+                "recurrent_kernel": (units, gates * units), "bias": (2 * gates * units,)}
+
+    return shapes
+
+
 LSTM_CELL = CellKind(("h", "c"), _dense_states(2), _gated_weights(4))
+CUDNN_LSTM_CELL = CellKind(("h", "c"), _dense_states(2), _cudnn_weights(4))
+CUDNN_GRU_CELL = CellKind(("h",), _dense_states(1), _cudnn_weights(3))
 GRU_CELL = CellKind(("h",), _dense_states(1), _gated_weights(3, gru=True))
 SIMPLE_CELL = CellKind(("h",), _dense_states(1), _gated_weights(1))
 CONV_LSTM_CELL = CellKind(("h", "c"), _conv_state_shapes, _conv_weight_shapes)
@@ -124,8 +135,8 @@ CELL_KINDS: dict[str, CellKind] = {
     "ConvLSTM3D": CONV_LSTM_CELL,
     "ConvLSTMCell": CONV_LSTM_CELL,
     # Keras 2 layouts (tf_keras): same state structure, different weight layout.
-    "CuDNNLSTM": LSTM_CELL,
-    "CuDNNGRU": GRU_CELL,
+    "CuDNNLSTM": CUDNN_LSTM_CELL,
+    "CuDNNGRU": CUDNN_GRU_CELL,
 }
 
 
@@ -260,16 +271,58 @@ LAYER_KINDS: dict[str, LayerKind] = {
 }
 
 
+# Wrappers (tensorflow-model-optimization) that hold a layer under config["layer"] and
+# call it with the same inputs: the wrapped layer's kind is theirs.
+WRAPPER_CLASSES = frozenset({
+    "PruneLowMagnitude", "ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA",
+    "QuantizeWrapper", "QuantizeWrapperV2",
+})
+
+
+def unwrap(layer_config: dict) -> dict:
+    """The recurrent layer inside any model-optimization wrappers (the config itself if none)."""
+    while layer_config.get("class_name") in WRAPPER_CLASSES and isinstance(
+            layer_config.get("config", {}).get("layer"), dict):
+        layer_config = layer_config["config"]["layer"]
+    return layer_config
+
+
+def wrapper_of(layer_config: dict) -> str | None:
+    name = layer_config.get("class_name")
+    return name if name in WRAPPER_CLASSES else None
+
+
+def _wrapped_kind(kind: LayerKind) -> LayerKind:
+    """A wrapper's kind: the wrapped layer's, with edits applied to the wrapped config."""
+
+    def enable(cfg):
+        new = _copy(cfg)
+        inner = new
+        while inner.get("class_name") in WRAPPER_CLASSES:
+            inner = inner["config"]["layer"]
+        inner.update(kind.enable_states(inner))
+        return new
+
+    return LayerKind(
+        cells=lambda cfg: kind.cells(unwrap(cfg)),
+        output_count=lambda cfg: kind.output_count(unwrap(cfg)),
+        enable_states=enable,
+        returns_states=lambda cfg: kind.returns_states(unwrap(cfg)),
+        state_structure=lambda cfg, flat: kind.state_structure(unwrap(cfg), flat),
+    )
+
+
 def is_recurrent(layer_config: dict) -> bool:
-    return layer_config.get("class_name") in LAYER_KINDS
+    return unwrap(layer_config).get("class_name") in LAYER_KINDS
 
 
 def layer_kind(layer_config: dict) -> LayerKind:
-    name = layer_config.get("class_name")
+    name = unwrap(layer_config).get("class_name")
     try:
-        return LAYER_KINDS[name]
+        kind = LAYER_KINDS[name]
     except KeyError:
         raise KeyError(f"not a recurrent layer class, received: {name!r}") from None
+    return _wrapped_kind(kind) if wrapper_of(layer_config) else kind
 
 
 def cell_kind(cell_config: dict) -> CellKind:

@@ -218,7 +218,7 @@ def _require_known_shape(site: Site, state) -> None:
 
 def _make_stateless(entry: dict) -> None:
     """A stateful layer's carried state becomes explicit, so the layer itself stops carrying it."""
-    inner = entry["config"]
+    inner = registry.unwrap(entry)["config"]
     for cfg in (inner, inner.get("layer", {}).get("config", {}), (inner.get("backward_layer") or {}).get("config", {})):
         if cfg.get("stateful"):
             cfg["stateful"] = False

@@ -57,6 +57,7 @@ def site_name(prefix: str, layer_name: str, call_index: int) -> str:
 
 
 def describe_class(layer_config: dict) -> str:
+    layer_config = registry.unwrap(layer_config)
     name = layer_config.get("class_name", "?")
     inner = layer_config.get("config", {})
     if name == "Bidirectional":
@@ -77,6 +78,7 @@ def _first_cell_units(layer_config: dict) -> int | None:
 
 
 def _flag(layer_config: dict, key: str) -> bool:
+    layer_config = registry.unwrap(layer_config)
     inner = layer_config["config"]
     if layer_config.get("class_name") == "Bidirectional":
         inner = inner["layer"]["config"]
@@ -88,7 +90,7 @@ def describe_site(level: Level, call: Call, prefix: str, model_path: tuple, mode
     name = site_name(prefix, call.layer_name, call.index)
     input_shape = level.input_shape_of_call(call)
     step = registry.sequence_step_shape(input_shape) or ()
-    dtype = registry.compute_dtype(entry)
+    dtype = registry.compute_dtype(registry.unwrap(entry))
     try:
         slots = registry.state_slots(entry, step)
         weights = registry.weight_shapes(entry, step) if step else {}
@@ -115,6 +117,7 @@ def describe_site(level: Level, call: Call, prefix: str, model_path: tuple, mode
         input_shape=input_shape,
         states=states,
         weight_shapes=weights,
+        wrapper=registry.wrapper_of(entry),
         model_calls=model_calls,
     )
 

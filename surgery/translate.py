@@ -53,6 +53,9 @@ def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str]]:
         if isinstance(item, dict) and isinstance(item.get("config"), dict) and "class_name" in item:
             _translate_layer(keras, item, notes, cudnn)
     for item in list(walk_values(new)):
+        if isinstance(item, dict) and item.get("class_name") == "Sequential":
+            _explicit_sequential_input(item["config"])
+    for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("inbound_nodes"), list):
             item["inbound_nodes"] = [_keras3_node(item, node) for node in item["inbound_nodes"]]
             # Keras 2 build configs list every input's shape (states too); the calls build the layers.
@@ -68,6 +71,21 @@ def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str]]:
     elif new.get("class_name") == "Sequential":
         new.update({"module": "keras", "registered_name": None})
     return new, notes, cudnn
+
+
+def _explicit_sequential_input(config: dict) -> None:
+    """Keras 2.x Sequential configs put batch_input_shape on the first layer; Keras 3 would
+    read it as an input shape (one dimension too many), so it becomes an InputLayer."""
+    layers = config.get("layers") or []
+    if not layers or layers[0].get("class_name") == "InputLayer":
+        return
+    first = layers[0]["config"]
+    shape = first.pop("batch_input_shape", None)
+    if shape is None:
+        return
+    dtype = first.get("dtype") if isinstance(first.get("dtype"), str) else "float32"
+    layers.insert(0, {"class_name": "InputLayer",
+                      "config": {"batch_shape": shape, "dtype": dtype, "name": f"{first.get('name', 'layer')}_input"}})
 
 
 def _translate_layer(keras, item: dict, notes: list, cudnn: dict) -> None:
@@ -200,6 +218,14 @@ def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = Fa
         weights = live_layer_weights(load_model(artifact, unsafe=unsafe, custom_objects=custom_objects))
     _assign(model, weights, cudnn)
     return model, notes
+
+
+def translate_live(model, *, custom_objects=None):
+    """(Keras 3 model, notes) equivalent to a live tf_keras model."""
+    config, notes, cudnn = translate_config(families.of_model(model).serialize(model))
+    translated = families.get("keras3").deserialize(config, custom_objects)
+    _assign(translated, live_layer_weights(model), cudnn)
+    return translated, notes
 
 
 def _assign(model, weights: dict, cudnn: dict) -> None:

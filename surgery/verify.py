@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from surgery import families, oracle
+from surgery import families, oracle, registry
 from surgery.errors import VerificationError
 
 # Max abs error allowed between a state output and the float64 oracle, by compute dtype.
@@ -121,9 +121,20 @@ def _site_call_values(family, model, values: list, site) -> tuple:
     return layer, seq_value, mask_value, initial_values
 
 
+def effective_weights(layer) -> list:
+    """The weights a layer computes with. A model-optimization wrapper (pruning, clustering)
+    holds extra variables and hands its wrapped cell the effective tensors at call time."""
+    inner = getattr(layer, "layer", None)
+    if type(layer).__name__ not in registry.WRAPPER_CLASSES or not hasattr(inner, "cell"):
+        return layer.get_weights()
+    cell = inner.cell
+    names = ["kernel", "recurrent_kernel"] + (["bias"] if getattr(cell, "use_bias", True) else [])
+    return [np.asarray(getattr(cell, name)) for name in names]
+
+
 def oracle_states(family, layer, sequence, mask, initial_state) -> list[np.ndarray]:
-    config = family.layer_config(layer)
-    weights = [np.asarray(w, dtype=np.float64) for w in layer.get_weights()]
+    config = registry.unwrap(family.layer_config(layer))
+    weights = [np.asarray(w, dtype=np.float64) for w in effective_weights(layer)]
     _, states = oracle.run_layer(config, weights, sequence.astype(np.float64),
                                  mask=None if mask is None else np.asarray(mask, dtype=bool),
                                  initial_state=initial_state)
