@@ -4,7 +4,6 @@ models pass without a single finding."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -229,9 +228,7 @@ def test_absurdly_deep_nesting_does_not_overflow_the_stack(tmp_path):
     for _ in range(depth):
         deep_list = [deep_list]
 
-    started = time.perf_counter()
     findings = scan_config({"class_name": "Sequential", "config": config, "extra": deep_list})
-    assert time.perf_counter() - started < 10
 
     assert [f.kind for f in findings] == ["lambda", "unsafe_api"]
     assert findings[0].path == "config" + ".config.layer" * depth
