@@ -133,9 +133,9 @@ def plan(a, b, mode: str = "chain", mapping=None, *, data=None, unsafe: bool = F
     if mode == "weights":
         from surgery.splice_weights import plan_weights
 
-        if a_artifact.format == "savedmodel" or b_artifact.format == "savedmodel":
-            return SplicePlan(mode, a_artifact, b_artifact, weights=_savedmodel_weights_plan(a_artifact, b_artifact, pairs))
-        return SplicePlan(mode, a_artifact, b_artifact, weights=plan_weights(a_artifact, b_artifact, pairs))
+        return SplicePlan(mode, a_artifact, b_artifact,
+                          weights=plan_weights(a_artifact, b_artifact, pairs, unsafe=unsafe,
+                                               custom_objects=custom_objects))
     from surgery.splice_chain import site_pairs
 
     site_plan = site_pairs(a_artifact, b_artifact, pairs, mode=mode)
@@ -151,15 +151,6 @@ def plan(a, b, mode: str = "chain", mapping=None, *, data=None, unsafe: bool = F
             shapes = {"": tuple(np.shape(data))} if not isinstance(data, dict) else \
                 {k: tuple(np.shape(v)) for k, v in data.items()}
     return SplicePlan(mode, a_artifact, b_artifact, pairs=site_plan, data=shapes)
-
-
-def _savedmodel_weights_plan(a: ModelArtifact, b: ModelArtifact, pairs: list):
-    """SavedModels keep weights in a TF checkpoint: planned after Keras has loaded them."""
-    raise NotSupportedError(
-        f"--mode weights reads weights statically from .keras and .h5 files; "
-        f"{(a if a.format == 'savedmodel' else b).path!r} is a SavedModel. Save it as .keras or .h5 first "
-        "(or use --mode chain / prime, which load models through Keras)"
-    )
 
 
 def splice(a, b, mode: str = "chain", mapping=None, *, output=None, data=None, fmt: str | None = None,
@@ -224,7 +215,7 @@ def _write_weights_live(wplan, temp: Path, fmt: str, *, unsafe, custom_objects) 
     from surgery import splice_weights as sw
     from surgery.loading import load_model
 
-    model = load_model(wplan.dest.artifact, unsafe=unsafe, custom_objects=custom_objects)
+    model = load_model(wplan.dest.model_artifact, unsafe=unsafe, custom_objects=custom_objects)
     family = families.of_model(model)
     with sw.open_store(wplan.source.artifact) as source, sw.open_store(wplan.dest.artifact) as dest:
         for pair in wplan.pairs:
@@ -272,6 +263,18 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe, c
     hashes = _hash_sources(p)
     step("loading A and B")
     model_a, model_b = _load_pair(p, unsafe=unsafe, custom_objects=custom_objects)
+    notes = []
+    if families.of_model(model_a).name != families.of_model(model_b).name:
+        # One composite needs one Keras: the Keras 2 side is translated (as `convert` does).
+        from surgery.translate import translate
+
+        if families.of_model(model_a).name == "keras2":
+            model_a, translated = translate(p.a, custom_objects=custom_objects, unsafe=unsafe)
+            notes.append("A was translated from Keras 2 to Keras 3 (as `convert` does)")
+        else:
+            model_b, translated = translate(p.b, custom_objects=custom_objects, unsafe=unsafe)
+            notes.append("B was translated from Keras 2 to Keras 3 (as `convert` does)")
+        notes.extend(translated)
     chain = build_chain(model_a, model_b, p.pairs, custom_objects=custom_objects)
     report = None
     with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
@@ -284,9 +287,10 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe, c
     a_sha, b_sha = (f.result() for f in hashes)
     family = families.of_model(chain.model)
     config = family.serialize(chain.model)
-    extra = {"mode": "chain", "splice": p.as_dict(), "verification": report}
+    extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes, "verification": report}
     manifest = _manifest(p, output, fmt, family.name, a_sha, b_sha, config, extra)
     summary = chain_summary(report) if report is not None else "not verified (--no-verify)"
+    summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, manifest, fmt, "chain", p, report, None, False, summary)
 
 
@@ -302,11 +306,16 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
     from surgery.rewire import RewirePlan
     from surgery.splice_prime import capture, copy_weights, prime_config, prime_summary, verify_primed
 
-    if p.b.family != "keras3":
-        raise NotSupportedError(f"B ({p.b.path}) is a Keras 2 model; prime writes Keras 3 models only")
     hashes = _hash_sources(p)
     step("loading A and B")
     model_a, model_b = _load_pair(p, unsafe=unsafe, custom_objects=custom_objects)
+    notes = []
+    if families.of_model(model_b).name == "keras2":
+        # The primed model is built from Keras 3 layers: B is translated first (as `convert` does).
+        from surgery.translate import translate
+
+        model_b, translated = translate(p.b, custom_objects=custom_objects, unsafe=unsafe)
+        notes = ["B was translated from Keras 2 to Keras 3 (as `convert` does)", *translated]
     step("running A on the data")
     captured, capture_report = capture(model_a, p.pairs, data, custom_objects=custom_objects)
     family = families.of_model(model_b)
@@ -335,11 +344,12 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
                        "values": value.reshape(-1).tolist() if value.size <= 4096 else None})
     override = RewirePlan((), primed.override_inputs, (), 0, 0, False)
     extra = {"mode": "prime", "splice": p.as_dict(), "primed_states": states, "store": store,
-             "override_flags": list(primed.flags), "verification": report}
+             "override_flags": list(primed.flags), "notes": notes, "verification": report}
     manifest = _manifest(p, output, fmt, family.name, a_sha, b_sha, primed.config, extra, plan=override)
     if report is not None:
         report["ok"] = report["ok"] and capture_report["ok"]
     summary = prime_summary(report) if report is not None else "not verified (--no-verify)"
+    summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, manifest, fmt, "prime", p, report, None, False, summary)
 
 

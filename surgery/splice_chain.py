@@ -165,7 +165,7 @@ def build_chain(model_a, model_b, pairs: list, *, custom_objects=None) -> Chain:
     if families.of_model(model_b).name != family.name:
         raise NotSupportedError(
             f"A is a {family.name} model and B a {families.of_model(model_b).name} model: a composite "
-            "model needs both in the same Keras; use --mode prime to carry A's state into B instead"
+            "model needs both in the same Keras (translate one with `convert` first)"
         )
     keras = family.keras
     a_name, b_name = _distinct_names(model_a.name, model_b.name)

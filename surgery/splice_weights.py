@@ -101,12 +101,22 @@ class StoredLayer:
 
 @dataclass
 class WeightStore:
-    """The HDF5 weights of a model file: the file itself, or the `.keras` weights member."""
+    """The HDF5 weights of a model file: the file itself, or the `.keras` weights member.
+
+    For a SavedModel, `artifact` is a temporary legacy .h5 written from the loaded model and
+    `origin` the SavedModel itself (what is loaded, hashed and named in messages).
+    """
 
     artifact: ModelArtifact
     layers: list
     notes: list = field(default_factory=list)
     kind: str = ""              # keras3 | legacy
+    origin: ModelArtifact | None = None
+    keepalive: object = None    # the temporary directory behind a materialized store
+
+    @property
+    def model_artifact(self) -> ModelArtifact:
+        return self.origin or self.artifact
 
     @property
     def member(self) -> str | None:
@@ -202,8 +212,17 @@ def _member_info(path: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
         raise UnreadableModelError(f"{path}: the .keras file has no {keras_zip.WEIGHTS_MEMBER}") from None
 
 
-def read_store(artifact: ModelArtifact) -> WeightStore:
-    """Every recurrent layer whose weights the file holds, with dataset paths and layouts."""
+def read_store(artifact: ModelArtifact, *, unsafe: bool = False, custom_objects=None) -> WeightStore:
+    """Every recurrent layer whose weights the file holds, with dataset paths and layouts.
+
+    A SavedModel keeps its weights in a TensorFlow checkpoint: it is loaded through Keras
+    (after the safety scan) and its weights written to a temporary legacy .h5 first.
+    """
+    if artifact.format == "savedmodel":
+        work = tempfile.TemporaryDirectory(prefix="lstm-surgery-splice-")
+        store = read_store(materialize(artifact, Path(work.name), unsafe=unsafe, custom_objects=custom_objects))
+        store.origin, store.keepalive = artifact, work
+        return store
     with open_store(artifact) as store_handle:
         handle = store_handle.h5
         if "layer_names" in handle.attrs or "model_weights" in handle:
@@ -221,6 +240,18 @@ def read_store(artifact: ModelArtifact) -> WeightStore:
                 "'layer_names'/'model_weights')"
             )
     return store
+
+
+def materialize(artifact: ModelArtifact, folder: Path, *, unsafe: bool = False, custom_objects=None) -> ModelArtifact:
+    """The weights of a model Keras can load, written as a legacy .h5 beside its config."""
+    from surgery.loading import load_model
+    from surgery.quiet import quiet
+
+    model = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    path = folder / "weights.h5"
+    with quiet():
+        model.save_weights(str(path))
+    return ModelArtifact(str(path), "h5", artifact.family, artifact.model_config, artifact.keras_version, {})
 
 
 # ---- Keras 3 layout ---------------------------------------------------------------------
@@ -640,15 +671,15 @@ def _compatible(source: StoredLayer, dest: StoredLayer) -> bool:
 def match(source: WeightStore, dest: WeightStore, mapping: list) -> WeightsPlan:
     """Explicit SRC=DST pairs when given; otherwise same name, then same order among compatible."""
     if not source.layers:
-        raise UsageError(f"A ({source.artifact.path}) holds no recurrent layer weights to splice")
+        raise UsageError(f"A ({source.model_artifact.path}) holds no recurrent layer weights to splice")
     if not dest.layers:
-        raise UsageError(f"B ({dest.artifact.path}) has no recurrent layer whose weights can be replaced")
+        raise UsageError(f"B ({dest.model_artifact.path}) has no recurrent layer whose weights can be replaced")
     pairs = []
     if mapping:
         used_src, used_dst = set(), set()
         for src_name, dst_name in mapping:
-            src = _find(source.layers, src_name, "A", source.artifact)
-            dst = _find(dest.layers, dst_name, "B", dest.artifact)
+            src = _find(source.layers, src_name, "A", source.model_artifact)
+            dst = _find(dest.layers, dst_name, "B", dest.model_artifact)
             if id(dst) in used_dst:
                 raise UsageError(f"B:{dst.path} is mapped twice")
             used_src.add(id(src))
@@ -684,10 +715,12 @@ def match(source: WeightStore, dest: WeightStore, mapping: list) -> WeightsPlan:
                        [d for d in dest.layers if id(d) not in paired_dst])
 
 
-def plan_weights(a: ModelArtifact, b: ModelArtifact, mapping: list) -> WeightsPlan:
+def plan_weights(a: ModelArtifact, b: ModelArtifact, mapping: list, *, unsafe: bool = False,
+                 custom_objects=None) -> WeightsPlan:
     if b.weights_only:
         raise UsageError(f"B ({b.path}) holds weights only; splice writes a model, so B must be a full model file")
-    return match(read_store(a), read_store(b), mapping)
+    return match(read_store(a, unsafe=unsafe, custom_objects=custom_objects),
+                 read_store(b, unsafe=unsafe, custom_objects=custom_objects), mapping)
 
 
 # ----------------------------------------------------------------------------------------
@@ -918,6 +951,8 @@ def weights_member_range(path: str) -> tuple | None:
 
 
 def _hash_b(path: str, b_range: tuple | None) -> str:
+    if os.path.isdir(path):
+        return _hash_a(path)
     result = hash_file(path, b_range[:2] if b_range else None)
     if b_range and result["crc32"] != b_range[2]:
         raise UnreadableModelError(
@@ -927,6 +962,10 @@ def _hash_b(path: str, b_range: tuple | None) -> str:
 
 
 def _hash_a(path: str) -> str:
+    if os.path.isdir(path):
+        from surgery.saving import sha256_of
+
+        return sha256_of(path)
     return hash_file(path)["sha256"]
 
 
@@ -939,16 +978,19 @@ def start_hashing(a: ModelArtifact, b: ModelArtifact):
     b_range = weights_member_range(b.path) if b.format == "keras" else None
     pool = _hash_pool()
     b_future = pool.submit(_hash_b, b.path, b_range)
-    a_future = pool.submit(_hash_a, a.path) if os.path.isfile(a.path) else None
+    a_future = pool.submit(_hash_a, a.path)
     pool.shutdown(wait=False)
     return a_future, b_future
 
 
 def _hash_pool():
     import multiprocessing
+    import threading
 
-    if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
-        # fork: no re-import; only before TensorFlow, whose threads do not survive a fork.
+    if ("fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+            and threading.active_count() == 1):
+        # fork needs no re-import; only from a single-threaded process without TensorFlow,
+        # since threads (and the locks they hold) do not survive a fork.
         return concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork"))
     return concurrent.futures.ThreadPoolExecutor(max_workers=2)
 
@@ -1061,7 +1103,7 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
     from surgery.verify import TOLERANCES, _site_call_values, random_inputs
 
     b = plan.dest.artifact
-    original = load_model(b, unsafe=unsafe, custom_objects=custom_objects)
+    original = load_model(plan.dest.model_artifact, unsafe=unsafe, custom_objects=custom_objects)
     reloaded = load_model(str(written), unsafe=unsafe, custom_objects=custom_objects)
     family = families.of_model(reloaded)
     expected = {}

@@ -91,3 +91,18 @@ def test_nested_model_called_twice_cannot_be_split(tmp_path, keras):
     with pytest.raises(NotSupportedError, match="nested model"):
         splice(FIXTURES / "lstm_sequential.keras", tmp_path / "twice.keras", "chain",
                ["lstm=inner__inner_lstm"], output=tmp_path / "o.keras")
+
+
+def test_keras2_a_is_translated_to_chain_into_a_keras3_b(tmp_path, keras):
+    from surgery.quiet import quiet
+
+    with quiet():
+        import tf_keras as k2
+
+        inputs = k2.Input((10, 3))
+        k2.Model(inputs, k2.layers.LSTM(8, name="enc")(inputs)).save(tmp_path / "a.h5")
+    result = splice(tmp_path / "a.h5", FIXTURES / "lstm_functional.keras", "chain", output=tmp_path / "c.keras")
+    assert result.verification["ok"] and "translated from Keras 2" in result.summary
+    assert all(d == 0.0 for d in result.verification["composite_vs_a_then_b_max_abs_diff"])
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["family"] == "keras3" and manifest["notes"]

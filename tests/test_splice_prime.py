@@ -133,3 +133,18 @@ def test_data_must_be_one_sequence_of_the_right_shape(tmp_path):
     with pytest.raises(UsageError, match="needs --data"):
         plan(a, b, "prime")
     assert not (tmp_path / "o.keras").exists()
+
+
+def test_keras2_b_is_translated_then_primed(seq, tmp_path):
+    from surgery.quiet import import_keras, quiet
+
+    import_keras()
+    with quiet():
+        import tf_keras as k2
+
+        inputs = k2.Input((10, 3))
+        k2.Model(inputs, k2.layers.Dense(2)(k2.layers.LSTM(8, name="dec")(inputs))).save(tmp_path / "b.h5")
+    result = splice(FIXTURES / "lstm_sequential.keras", tmp_path / "b.h5", "prime", data=seq,
+                    output=tmp_path / "p.keras")
+    assert result.verification["ok"] and "translated from Keras 2" in result.summary
+    assert json.loads(result.manifest.read_text())["family"] == "keras3"

@@ -277,12 +277,26 @@ def test_nothing_compatible_is_an_error():
         plan(FIXTURES / "gru.keras", FIXTURES / "lstm_sequential.keras", "weights")
 
 
-def test_savedmodel_weights_are_not_read_statically(tmp_path):
-    fake = tmp_path / "sm"
-    fake.mkdir()
-    (fake / "saved_model.pb").write_bytes(b"")
-    with pytest.raises((NotSupportedError, UnreadableModelError)):
-        plan(fake, FIXTURES / "lstm_sequential.keras", "weights")
+def test_savedmodels_on_either_side(tmp_path, keras):
+    """A SavedModel's weights live in a TF checkpoint: it is loaded through Keras (tf_keras)."""
+    from surgery.quiet import quiet
+
+    with quiet():
+        import tf_keras as k2
+
+        inputs = k2.Input((10, 3))
+        donor = k2.Model(inputs, k2.layers.Dense(1)(k2.layers.LSTM(8, name="enc")(inputs)))
+        donor.save(tmp_path / "a_sm", save_format="tf")
+        inputs = k2.Input((10, 3))
+        k2.Model(inputs, k2.layers.Dense(2)(k2.layers.LSTM(8, name="dec")(inputs))).save(tmp_path / "b_sm",
+                                                                                          save_format="tf")
+    result = splice(tmp_path / "a_sm", FIXTURES / "lstm_functional.keras", "weights", output=tmp_path / "o.keras")
+    assert result.fast_path and result.verification["ok"]
+    got = keras.saving.load_model(tmp_path / "o.keras").get_layer("encoder_lstm").get_weights()
+    assert all(np.array_equal(g, w) for g, w in zip(got, donor.get_layer("enc").get_weights()))
+    result = splice(FIXTURES / "lstm_sequential.keras", tmp_path / "b_sm", "weights", output=tmp_path / "o_sm")
+    assert result.format == "savedmodel" and not result.fast_path and result.verification["ok"]
+    assert json.loads(result.manifest.read_text())["source"]["sha256"]
 
 
 def test_corrupt_b_weights_fail_and_write_nothing(tmp_path):
