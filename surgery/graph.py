@@ -40,6 +40,7 @@ class Keras3Dialect:
 
     family = "keras3"
     explicit_masks = True
+    nested_node_offset = 0  # a nested model's n-th call is addressed as node n
 
     def tensor(self, ref: TensorRef, shape=None, dtype="float32") -> dict:
         return {
@@ -151,6 +152,7 @@ class Keras2Dialect:
 
     family = "keras2"
     explicit_masks = False
+    nested_node_offset = 1  # node 0 of a nested model is its own construction
 
     def tensor(self, ref: TensorRef, shape=None, dtype="float32") -> list:
         return [ref[0], ref[1], ref[2], {}]

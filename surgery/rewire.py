@@ -245,8 +245,9 @@ def _rewire_nested(level: Level, entry: dict, context: _Context, model_path: tup
     for call in level.calls(entry):
         prefix = site_name("", call.layer_name, call.index)
         for j, state in enumerate(inner_outs):
+            node = call.index + dialect.nested_node_offset
             outs.append(_Lifted(f"{prefix}__{state.site}", state.role, state.shape, state.dtype,
-                                state.policy, (call.layer_name, call.index, outputs_before + j)))
+                                state.policy, (call.layer_name, node, outputs_before + j)))
         tensors = []
         for state in inner_ins:
             site = f"{prefix}__{state.site}"
