@@ -55,7 +55,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     manifest = saving.build_manifest(
         artifact=output, fmt="keras", family="keras3", operation="convert", plan=None,
         source=artifact.path, source_sha256=source_hash.result(),
-        model_inputs=[t.name for t in model.inputs], model_outputs=list(model.output_names),
+        model_inputs=[t.name for t in model.inputs], model_outputs=list(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
         extra={"notes": notes, "verification": None if not verify else
                {"ok": True, "max_abs_diff_vs_keras2": diff}},
     )

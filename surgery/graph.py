@@ -87,11 +87,15 @@ class Keras3Dialect:
     def new_node(self, args: list, kwargs: dict | None = None) -> dict:
         return {"args": args, "kwargs": kwargs or {}}
 
-    def append_model_inputs(self, node, tensors: list, inputs_were_single: bool) -> None:
-        """Extra inputs for a nested model call: the call's first argument becomes a list."""
+    def append_model_inputs(self, node, tensors: list, inputs_were_single: bool, names: list) -> None:
+        """Extra inputs for a nested model call, in the structure of the call's inputs."""
         args = node["args"]
         first = args[0]
-        if inputs_were_single:
+        if isinstance(first, dict) and not self.is_tensor(first):
+            first.update(zip(names, tensors))
+            return
+        if inputs_were_single or self.is_tensor(first):
+            # One tensor passed (even to a model declared with a one-element input list).
             args[0] = [first, *tensors]
         elif isinstance(first, list):
             first.extend(tensors)
@@ -194,7 +198,7 @@ class Keras2Dialect:
     def new_node(self, args: list, kwargs: dict | None = None) -> list:
         return [self.tensor(self.ref_of(a)) if self.is_tensor(a) else a for a in args]
 
-    def append_model_inputs(self, node, tensors: list, inputs_were_single: bool) -> None:
+    def append_model_inputs(self, node, tensors: list, inputs_were_single: bool, names: list) -> None:
         node.extend(tensors)
 
     def input_layer(self, name: str, shape, dtype: str) -> dict:

@@ -255,7 +255,7 @@ def _rewire_nested(level: Level, entry: dict, context: _Context, model_path: tup
             tensors.append(dialect.tensor(ref, (None, *state.shape), state.dtype))
             ins.append(_Lifted(site, state.role, state.shape, state.dtype, state.policy, ref))
         if tensors:
-            dialect.append_model_inputs(call.node, tensors, inputs_single)
+            dialect.append_model_inputs(call.node, tensors, inputs_single, [s.ref[0] for s in inner_ins])
     return outs, ins
 
 

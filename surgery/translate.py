@@ -17,7 +17,7 @@ import numpy as np
 from surgery import families
 from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
-from surgery.graph import KERAS3, walk_values
+from surgery.graph import KERAS3, is_model_entry, walk_values
 from surgery.masks import add_explicit_masks
 from surgery.registry import LAYER_KINDS, is_recurrent
 
@@ -55,6 +55,15 @@ def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str]]:
     for item in list(walk_values(new)):
         if isinstance(item, dict) and item.get("class_name") == "Sequential":
             _explicit_sequential_input(item["config"])
+    for item in list(walk_values(new)):
+        if isinstance(item, dict) and isinstance(item.get("config", {}).get("layers"), list):
+            # tf_keras addresses a nested model's n-th call as node n+1, Keras 3 as node n.
+            nested = {entry.get("name") for entry in item["config"]["layers"] if is_model_entry(entry)}
+            for entry in item["config"]["layers"]:
+                for node in entry.get("inbound_nodes") or []:
+                    for tensor in node if isinstance(node, list) else []:
+                        if isinstance(tensor, list) and len(tensor) >= 3 and tensor[0] in nested:
+                            tensor[1] = max(tensor[1] - 1, 0)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("inbound_nodes"), list):
             item["inbound_nodes"] = [_keras3_node(item, node) for node in item["inbound_nodes"]]
