@@ -34,8 +34,10 @@ Pure NumPy: nothing here imports Keras or reads files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -307,3 +309,15 @@ def to_cudnn(weights: list[np.ndarray], family: str) -> list[np.ndarray]:
 def _to_cudnn_block(block: np.ndarray) -> np.ndarray:
     # Inverse of k.T.reshape(k.shape, order="F"): tf_keras' transpose_input(from_cudnn=False).
     return block.T.reshape(block.shape, order="C")
+
+
+def cudnn_to_keras(weights: list[np.ndarray], gates: int) -> list[np.ndarray]:
+    """CuDNN layout -> Keras LSTM (gates=4) / GRU(reset_after=True) (gates=3), as tf.keras'
+    own loader converted it: per-gate kernel transposition, LSTM bias halves summed, GRU
+    biases reshaped to (2, 3*units)."""
+    kernel, recurrent, bias = weights
+    spec = SimpleNamespace(gates=gates)  # the block transforms only read the gate count
+    kernel = _cudnn_kernel(np.asarray(kernel), spec)
+    recurrent = _cudnn_recurrent(np.asarray(recurrent), spec)
+    bias = _sum_halves(np.asarray(bias), spec) if gates == 4 else np.asarray(bias).reshape((2, -1))
+    return [kernel, recurrent, bias]

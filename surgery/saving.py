@@ -212,6 +212,9 @@ def export_savedmodel(model, directory: Path, input_names: list[str], output_nam
         def __init__(self, keras_model):
             super().__init__()
             self.model = keras_model
+            # Tracked explicitly so the SavedModel (and a TFLite conversion of it) carries
+            # initialized weights, not only the traced graph.
+            self.model_variables = [v.value for v in keras_model.variables]
 
     module = _Serving(model)
 

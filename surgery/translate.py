@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from surgery import families
+from surgery import families, layouts
 from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.graph import KERAS3, is_model_entry, walk_values
@@ -158,25 +158,8 @@ def _accepted_arguments(layer_class) -> set | None:
 
 
 def cudnn_to_keras(class_name: str, weights: list[np.ndarray]) -> list[np.ndarray]:
-    """CuDNN weight layout -> Keras LSTM / GRU(reset_after=True), as tf.keras' loader did it.
-
-    Input kernels are stored per gate in Fortran order, recurrent kernels per gate transposed;
-    LSTM biases are split into input and recurrent halves (summed here), GRU biases reshape
-    to (2, 3*units).
-    """
-    gates = CUDNN_GATES[class_name]
-    kernel, recurrent, bias = weights
-
-    def per_gate(matrix, function):
-        return np.hstack([function(block) for block in np.hsplit(matrix, gates)])
-
-    kernel = per_gate(kernel, lambda k: k.T.reshape(k.shape, order="F"))
-    recurrent = per_gate(recurrent, lambda k: k.T)
-    if class_name == "CuDNNLSTM":
-        bias = np.sum(np.split(bias, 2, axis=0), axis=0)
-    else:
-        bias = np.asarray(bias).reshape((2, -1))
-    return [kernel, recurrent, bias]
+    """CuDNN weight layout -> Keras LSTM / GRU(reset_after=True) (see layouts.cudnn_to_keras)."""
+    return layouts.cudnn_to_keras(weights, CUDNN_GATES[class_name])
 
 
 def h5_layer_weights(path: str) -> dict[str, list[np.ndarray]]:
