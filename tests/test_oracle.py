@@ -441,8 +441,9 @@ def test_time_major_config_transposes_input_mask_and_output():
 
 @pytest.mark.xfail(
     reason="Keras TF backend, unroll=True: the zero_output_for_mask sequence mask is not "
-    "reversed for go_backwards; the oracle follows the (correct) non-unrolled loop",
-    strict=False,
+    "reversed for go_backwards; the oracle follows the (correct) non-unrolled loop. Strict: "
+    "when Keras fixes it this test passes and must be turned into an ordinary comparison",
+    strict=True,
 )
 def test_unrolled_backwards_zero_output_quirk_in_keras():
     _compare(
