@@ -101,10 +101,10 @@ def main() -> None:
     startup, _ = best_of(args.repeat, [sys.executable, "-c", "import cli, surgery.splice, surgery.splice_weights"])
     parts = in_process(a, b, DATA / "spliced_inproc.keras")
     (DATA / "spliced_inproc.keras").unlink(missing_ok=True)
-    rows.append((f"cp of B ({size:.0f} MB)", f"{cp_time:.2f} s", "best of %d, warm cache" % args.repeat))
+    rows.append((f"cp of B ({size:.0f} MB)", f"{cp_time:.2f} s", f"best of {args.repeat}, warm cache"))
     rows.append((f"splice --mode weights --no-verify, 2 × {size:.0f} MB",
-                 f"{ours:.2f} s", f"{ours / cp_time:.2f}× cp (target ≤ 2×); peak RSS {rss} MB (target ≤ 300); "
-                                  f"Python start-up and imports {startup:.2f} s of it"))
+                 f"{ours:.2f} s", (f"{ours / cp_time:.2f}× cp (target ≤ 2×); peak RSS {rss} MB (target ≤ 300); "
+                                   f"Python start-up and imports {startup:.2f} s of it")))
     rows.append(("  of which: streamed write of the new zip", f"{parts['write']:.2f} s",
                  f"{parts['write'] / cp_time:.2f}× cp; plan (static, no TensorFlow) {parts['plan'] * 1000:.0f} ms"))
     rows.append(("  of which: sha256 of A and B + B's CRC (second thread)", f"{parts['hash']:.2f} s",

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,7 +306,13 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
     from surgery.expose import transfer_weights
     from surgery.loading import load_model
     from surgery.rewire import RewirePlan
-    from surgery.splice_prime import capture, copy_weights, prime_config, prime_summary, verify_primed
+    from surgery.splice_prime import (
+        capture,
+        copy_weights,
+        prime_config,
+        prime_summary,
+        verify_primed,
+    )
 
     hashes = _hash_sources(p)
     step("loading A and B")
@@ -381,7 +389,7 @@ def _io_names(config: dict | None, family: str) -> tuple[list, list]:
         return [], []
     try:
         level = Level(top_level_entry(config), dialect_for(family))
-    except Exception:  # a config the engine cannot walk: the manifest just omits the names
+    except (NotSupportedError, KeyError, TypeError, ValueError):  # the manifest just omits the names
         return [], []
     return _refs(level.config.get("input_layers")), _refs(level.config.get("output_layers"))
 
@@ -395,7 +403,7 @@ def _refs(structure) -> list:
 
 
 
-class _CallableModule(type(os)):
+class _CallableModule(types.ModuleType):
     """`surgery.splice(...)` is the function even after `import surgery.splice` has bound the
     package attribute `surgery.splice` to this module."""
 
@@ -403,6 +411,4 @@ class _CallableModule(type(os)):
         return splice(*args, **kwargs)
 
 
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _CallableModule

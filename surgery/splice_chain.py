@@ -155,7 +155,7 @@ def check_selected(plan, sites: list) -> None:
     extra = sorted({s.site for s in (*plan.outputs, *plan.inputs)} - wanted)
     if extra:
         raise NotSupportedError(
-            f"{extra[0]!r} is another call of a nested model holding {sorted(wanted)[0]!r}; a site inside a "
+            f"{extra[0]!r} is another call of a nested model holding {min(wanted)!r}; a site inside a "
             "nested model called more than once cannot be chosen alone"
         )
 

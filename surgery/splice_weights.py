@@ -35,16 +35,21 @@ import sys
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 
 from surgery import layouts, registry
 from surgery.artifact import ModelArtifact
-from surgery.errors import NotSupportedError, UnreadableModelError, UsageError, VerificationError
+from surgery.errors import (
+    NotSupportedError,
+    UnreadableModelError,
+    UsageError,
+    VerificationError,
+)
 from surgery.formats import keras_zip
 from surgery.graph import is_model_entry
 from surgery.sites import find_sites
@@ -190,9 +195,9 @@ def open_store(artifact: ModelArtifact) -> Iterator[OpenStore]:
                 info = _member_info(path, archive)
                 base = (keras_zip._stored_data_offset(path, archive, info)
                         if info.compress_type == zipfile.ZIP_STORED else None)
-                with keras_zip._open_member_seekable(path, archive, info) as member:
-                    with h5py.File(member, "r") as handle:
-                        yield OpenStore(handle, path, base)
+                with keras_zip._open_member_seekable(path, archive, info) as member, \
+                        h5py.File(member, "r") as handle:
+                    yield OpenStore(handle, path, base)
         elif artifact.format == "h5":
             with h5py.File(path, "r", locking=False) as handle:
                 yield OpenStore(handle, path, 0 if handle.userblock_size == 0 else None)
@@ -482,7 +487,7 @@ def _text_list(value) -> list:
 
 
 def _read_legacy(handle, artifact: ModelArtifact, store: WeightStore) -> None:
-    root = handle["model_weights"] if "model_weights" in handle else handle
+    root = handle.get("model_weights", handle)
     names = _text_list(root.attrs.get("layer_names", [])) if "layer_names" in root.attrs else list(root)
     entries = {}
     sites_by_layer: dict = {}
@@ -505,6 +510,8 @@ def _read_legacy(handle, artifact: ModelArtifact, store: WeightStore) -> None:
         if entry is not None and is_model_entry(entry):
             continue
         if entry is not None and entry.get("class_name") not in registry.LAYER_KINDS:
+            if registry.is_recurrent(entry):
+                store.notes.append(f"{name}: wrapped in {entry.get('class_name')}; its weights are not spliced")
             continue  # not a plain recurrent layer (wrappers hold other weights)
         cells = _legacy_cells(group, name, weight_names, entry, artifact, store)
         if not cells:
@@ -544,7 +551,7 @@ def _legacy_cells(group, layer_name: str, weight_names: list, entry, artifact, s
     cells = []
     for index, weights in enumerate(groups):
         datasets = {role: weights[role] for role in layouts.ROLES if role in weights}
-        for role, dataset in datasets.items():
+        for dataset in datasets.values():
             if dataset not in group:
                 raise UnreadableModelError(f"{artifact.path}: layer {layer_name!r} lists {dataset!r} but has no such dataset")
         shapes = {role: tuple(group[d].shape) for role, d in datasets.items()}
@@ -1146,7 +1153,7 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
             layer, sequence, mask, initial = _site_call_values(family, reloaded, values, site)
             config = family.layer_config(layer)
             weights64 = [np.asarray(w, np.float64) for w in expected[pair.dest.path]]
-            want, want_states = oracle.run_layer(config, weights64, sequence.astype(np.float64),
+            want, _states = oracle.run_layer(config, weights64, sequence.astype(np.float64),
                                                  mask=None if mask is None else np.asarray(mask, bool),
                                                  initial_state=initial)
             got = _call_layer(family, layer, sequence, mask, initial)

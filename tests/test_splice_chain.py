@@ -10,8 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+
 from surgery.errors import NotSupportedError, UsageError
 from surgery.splice import plan, splice
 

@@ -10,8 +10,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+
 from surgery.errors import UsageError
 from surgery.safety import scan_config
 from surgery.splice import plan, splice

@@ -14,14 +14,13 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+
 from surgery import layouts
-from surgery.errors import NotSupportedError, UnreadableModelError, UsageError
+from surgery.errors import UnreadableModelError, UsageError
 from surgery.formats import read_artifact
 from surgery.splice import plan, splice
 from surgery.splice_weights import produce, read_store, snake_case
-
 
 # ----------------------------------------------------------------------------------------
 # helpers
