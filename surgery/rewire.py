@@ -74,6 +74,9 @@ def make_selector(model_config: dict, family: str, layers: Iterable[str] | None)
     for site in sites:
         known.update({site.layer, site.name, site.path, *site.model_path})
     unknown = sorted(wanted - known)
+    # Inside a nested model the config is shared by all its calls: a nested site's full name
+    # selects that layer (for every call of the model).
+    wanted |= {site.path for site in sites if site.name in wanted and site.model_path}
     if unknown:
         names = ", ".join(sorted({s.path for s in sites})) or "none"
         raise UsageError(f"no recurrent layer named {unknown[0]!r}; recurrent layers: {names}")

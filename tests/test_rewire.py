@@ -111,3 +111,8 @@ def test_stateful_layers_become_explicit_state():
 def test_nothing_to_do_is_a_usage_error():
     with pytest.raises(UsageError, match="nothing to do"):
         rewire_states(config_of("gru.keras"), outputs=False, inputs=False)
+
+
+def test_selecting_a_nested_site_by_its_full_name():
+    _, plan = rewire_states(config_of("lstm_nested.keras"), layers=["inner__inner_lstm"])
+    assert [s.name for s in plan.outputs] == ["inner__inner_lstm_h", "inner__inner_lstm_c"]
