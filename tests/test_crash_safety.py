@@ -38,10 +38,11 @@ def run_and_kill(source, target, delay):
         [sys.executable, str(ROOT / "cli.py"), "expose-state", str(source), "-o", str(target),
          "--no-verify", "--force"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    if process.poll() is None:
+    try:
+        process.wait(timeout=delay)  # returns early when the run finishes by itself
+    except subprocess.TimeoutExpired:
         os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+        process.wait()
     return process.returncode
 
 
