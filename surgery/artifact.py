@@ -24,6 +24,12 @@ class ModelArtifact:
                    weights-only file.
     keras_version: the version string recorded in the file, if any.
     weight_shapes: HDF5 dataset path -> shape, read from metadata only (no weight data).
+    embedded_configs: further serialized objects the loader deserializes on its own, as
+                   (where, JSON value) pairs: the safety scan must cover them as well as
+                   model_config (a SavedModel's per-layer Keras metadata).
+    hazards:       safety.Finding records the static read found in the container itself
+                   (HDF5 external storage, file-reading ops in a SavedModel graph, ...);
+                   refused unless the user passes --unsafe.
     """
 
     path: str
@@ -32,6 +38,8 @@ class ModelArtifact:
     model_config: dict[str, Any] | None
     keras_version: str | None = None
     weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    embedded_configs: tuple[tuple[str, Any], ...] = ()
+    hazards: tuple[Any, ...] = ()
 
     @property
     def weights_only(self) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 from surgery import families, formats, saving
 from surgery.errors import UsageError, VerificationError
 from surgery.loading import load_model
-from surgery.safety import ensure_safe
+from surgery.safety import ensure_artifact_safe
 from surgery.translate import translate
 from surgery.verify import random_inputs
 
@@ -34,7 +34,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise UsageError(f"{str(source)!r} holds weights only; convert needs a full model file")
     if artifact.family != "keras2":
         raise UsageError(f"{str(source)!r} is already a Keras 3 model (Keras {artifact.keras_version})")
-    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
     output = Path(output) if output is not None else saving.default_output_path(artifact.path, "keras3", "keras")
     if saving.infer_format(output) != "keras":
         raise UsageError(f"convert writes a Keras 3 .keras file; received output {str(output)!r}")

@@ -15,7 +15,7 @@ from surgery.errors import UsageError
 from surgery.loading import load_model
 from surgery.quiet import quiet
 from surgery.rewire import RewirePlan, rewire_states
-from surgery.safety import ensure_safe
+from surgery.safety import ensure_artifact_safe
 from surgery.sites import find_sites
 
 
@@ -92,7 +92,7 @@ def expose_state_file(
     artifact = formats.read_artifact(source)
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; expose-state needs a full model file")
-    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
     translate_to_keras3 = to == "keras3" and artifact.family == "keras2"
     if translate_to_keras3 or strip:
         return _expose_live(artifact, output, strip=strip, to_keras3=translate_to_keras3, layers=layers,

@@ -11,7 +11,7 @@ from surgery.artifact import ModelArtifact
 from surgery.errors import UsageError
 from surgery.formats import read_artifact
 from surgery.quiet import import_keras
-from surgery.safety import ensure_safe
+from surgery.safety import ensure_artifact_safe
 
 
 def load_custom_objects(path: str | os.PathLike | None) -> dict:
@@ -57,5 +57,5 @@ def load_model(
     if artifact.weights_only:
         raise UsageError(f"{artifact.path!r} holds weights only; a full model file is needed here")
     custom_objects = dict(custom_objects or {})
-    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=custom_objects.keys())
+    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=custom_objects.keys())
     return families.load(artifact, custom_objects=custom_objects, safe_mode=not unsafe)

@@ -283,6 +283,33 @@ def ensure_safe(
     raise UnsafeContentError(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
+def ensure_artifact_safe(
+    artifact, *, allow_unsafe: bool = False, trusted: Iterable[str] = ()
+) -> None:
+    """The one safety gate before a file's content reaches Keras.
+
+    Covers the container hazards the static read recorded (artifact.hazards), the model
+    config, and every embedded config the loader would deserialize on its own.
+    """
+    if allow_unsafe:
+        return
+    if artifact.hazards:
+        first = artifact.hazards[0]
+        more = f" (and {len(artifact.hazards) - 1} more)" if len(artifact.hazards) > 1 else ""
+        message = (
+            f"refusing unsafe model content: {first.kind} at {_shorten(first.path)}: "
+            f"{first.detail}{more}; {_OPT_IN_UNSAFE}"
+        )
+        raise UnsafeContentError(message.replace("\r", "\\r").replace("\n", "\\n"))
+    if artifact.model_config is not None:
+        ensure_safe(artifact.model_config, trusted=trusted)
+    for where, config in artifact.embedded_configs:
+        try:
+            ensure_safe(config, trusted=trusted)
+        except UnsafeContentError as error:
+            raise UnsafeContentError(f"{error} [in {where}]") from None
+
+
 def _shorten(path: str, limit: int = 400) -> str:
     """A path from absurdly deep nesting would flood the message; keep both ends."""
     if len(path) <= limit:

@@ -649,13 +649,13 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
     that check fails.
     """
     from surgery.loading import load_model
-    from surgery.safety import ensure_safe
+    from surgery.safety import ensure_artifact_safe
 
     step = progress or (lambda _message: None)
     artifact = formats.read_artifact(source)
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; split-seq2seq needs a full model file")
-    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
     outdir = Path(outdir) if outdir is not None else saving.default_output_path(artifact.path, "split", "savedmodel")
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output {str(outdir)!r} exists and is not a directory")

@@ -28,7 +28,7 @@ from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UsageError
 from surgery.formats import read_artifact
 from surgery.graph import Level, dialect_for, top_level_entry
-from surgery.safety import ensure_safe
+from surgery.safety import ensure_artifact_safe
 
 MODES = ("chain", "weights", "prime")
 TAG = "spliced"
@@ -130,8 +130,7 @@ def plan(a, b, mode: str = "chain", mapping=None, *, data=None, unsafe: bool = F
     a_artifact, b_artifact = read_artifact(a), read_artifact(b)
     trusted = (custom_objects or {}).keys()
     for artifact in (a_artifact, b_artifact):
-        if artifact.model_config is not None:
-            ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=trusted)
+        ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=trusted)
     if mode == "weights":
         from surgery.splice_weights import plan_weights
 

@@ -1581,7 +1581,7 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
     optionally a .tflite beside, verified, atomically, with a manifest."""
     from surgery import formats, saving
     from surgery.loading import load_model
-    from surgery.safety import ensure_safe
+    from surgery.safety import ensure_artifact_safe
 
     step_msg = progress or (lambda _message: None)
     if state not in STATE_MODES:
@@ -1601,7 +1601,7 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
     artifact = formats.read_artifact(source)
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; streaming needs a full model file")
-    ensure_safe(artifact.model_config, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
     if artifact.family != "keras3":
         raise NotSupportedError(f"streaming works on Keras 3 models; {str(source)!r} is {artifact.family!r}")
     # Refuse what cannot stream before loading anything heavy.
