@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import runpy
 from pathlib import Path
 
-from surgery import families
+from surgery import families, private_copy
 from surgery.artifact import ModelArtifact
-from surgery.errors import UsageError
+from surgery.errors import SurgeryError, UsageError
 from surgery.formats import read_artifact
 from surgery.quiet import import_keras
 from surgery.safety import ensure_artifact_safe
@@ -50,12 +51,22 @@ def load_model(
 ):
     """Load a model file into Keras after refusing anything that would run code.
 
-    The static scan runs first and raises UnsafeContentError (exit 3) before Keras sees
-    the file; Keras' own safe_mode stays on unless `unsafe` is given.
+    Keras never opens the user's path: the file's bytes are copied into a private
+    directory, that copy is read and scanned (UnsafeContentError, exit 3, before Keras
+    sees anything), and Keras loads the same copy under the extension of the format its
+    content was read as. Keras' own safe_mode stays on unless `unsafe` is given.
     """
-    artifact = source if isinstance(source, ModelArtifact) else read_artifact(source)
-    if artifact.weights_only:
-        raise UsageError(f"{artifact.path!r} holds weights only; a full model file is needed here")
+    path = source.path if isinstance(source, ModelArtifact) else source
     custom_objects = dict(custom_objects or {})
-    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=custom_objects.keys())
-    return families.load(artifact, custom_objects=custom_objects, safe_mode=not unsafe)
+    with private_copy.private_directory() as directory:
+        copy = private_copy.copy_into(path, directory)
+        try:
+            artifact = read_artifact(copy)
+            if artifact.weights_only:
+                raise UsageError(f"{os.fspath(path)!r} holds weights only; a full model file is needed here")
+            copy = private_copy.name_for_format(copy, artifact.format)
+            artifact = dataclasses.replace(artifact, path=str(copy))
+            ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=custom_objects.keys())
+            return families.load(artifact, custom_objects=custom_objects, safe_mode=not unsafe)
+        except SurgeryError as error:
+            raise private_copy.rename_errors(error, copy, path) from None

@@ -18,18 +18,18 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zipfile
 from typing import Any
 
+import h5py
+
 from surgery.artifact import ModelArtifact
-from surgery.errors import SurgeryError, UnreadableModelError, UsageError
+from surgery.errors import SurgeryError, UnreadableModelError, UnsafeContentError, UsageError
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
-# HDF5 allows a user block before the superblock, so the signature may sit at 0, 512,
-# 1024, 2048, ... (powers of two). Probing up to 1 MiB covers every real-world case.
-_HDF5_SIGNATURE_OFFSETS = (0,) + tuple(512 << i for i in range(12))
 
 
 # ----------------------------------------------------------------------------------------
@@ -183,12 +183,11 @@ def _read_directory(path: str) -> ModelArtifact:
 
 
 def _read_file(path: str) -> ModelArtifact:
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if head[:4] in ZIP_MAGICS:
-            return keras_zip.read_keras_zip(path)
-        if _has_hdf5_signature(handle):
-            return h5.read_h5(path)
+    kind = container_kind(path)
+    if kind == "zip":
+        return keras_zip.read_keras_zip(path)
+    if kind == "hdf5":
+        return h5.read_h5(path)
     hint = ""
     if os.path.basename(path) in SAVED_MODEL_FILES:
         hint = "; pass the SavedModel directory, not the saved_model.pb inside it"
@@ -199,15 +198,77 @@ def _read_file(path: str) -> ModelArtifact:
     raise unreadable(path, f"not a Keras model file: neither a zip archive nor HDF5{hint}")
 
 
-def _has_hdf5_signature(handle) -> bool:
-    for offset in _HDF5_SIGNATURE_OFFSETS:
+def container_kind(path: str) -> str | None:
+    """"zip", "hdf5" or None, decided by content alone, never by the file name.
+
+    Keras and tf_keras pick their reader from the extension and from h5py.is_hdf5, so a
+    file that is readable as BOTH containers would be scanned as one and loaded as the
+    other. Such a polyglot is refused (UnsafeContentError) wherever either reader would
+    find its signature: a zip local header at byte 0 or an end-of-central-directory record
+    zipfile accepts, and an HDF5 superblock at 0 or any power of two from 512 up (where
+    libhdf5 searches). The one overlap a genuine .keras file can show is allowed: its
+    stored `model.weights.h5` member may happen to start at such an offset; libhdf5 then
+    finds only that weights file, which must carry no model config.
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(4)
+        hdf5_offsets = _hdf5_signature_offsets(handle, size)
+    zip_header = head in ZIP_MAGICS
+    archive = _open_zip_quietly(path) if (zip_header or hdf5_offsets) else None
+    try:
+        if hdf5_offsets and (zip_header or archive is not None):
+            stray = [offset for offset in hdf5_offsets
+                     if not _is_weights_member_start(path, archive, offset)]
+            if stray:
+                raise UnsafeContentError(
+                    f"{describe_path(path)}: refusing a polyglot file: it is both a zip "
+                    f"archive and an HDF5 file (HDF5 superblock at byte {stray[0]}); "
+                    "Keras could load one while the other was checked"
+                )
+            return "zip"
+        if zip_header:
+            return "zip"
+        return "hdf5" if hdf5_offsets else None
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+def _hdf5_signature_offsets(handle, size: int) -> list[int]:
+    offsets, offset = [], 0
+    while offset + len(HDF5_SIGNATURE) <= size:
         handle.seek(offset)
-        block = handle.read(len(HDF5_SIGNATURE))
-        if len(block) < len(HDF5_SIGNATURE):
+        if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            offsets.append(offset)
+        offset = 512 if offset == 0 else offset * 2
+    return offsets
+
+
+def _open_zip_quietly(path: str):
+    """A ZipFile when zipfile itself would accept the file as an archive, else None."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return None
+
+
+def _is_weights_member_start(path: str, archive, offset: int) -> bool:
+    """True when `offset` is where the stored weights member's bytes begin, and those
+    bytes are a weights file (no model config for an HDF5 reader of the outer file)."""
+    if archive is None:
+        return False
+    try:
+        info = archive.getinfo(keras_zip.WEIGHTS_MEMBER)
+        if info.compress_type != zipfile.ZIP_STORED:
             return False
-        if block == HDF5_SIGNATURE:
-            return True
-    return False
+        if keras_zip._stored_data_offset(path, archive, info) != offset:
+            return False
+        with keras_zip._open_member_seekable(path, archive, info) as member:
+            with h5.hdf5_memory_guard(), h5py.File(member, "r") as weights:
+                return h5.MODEL_CONFIG_ATTR not in weights.attrs
+    except (KeyError, OSError, ValueError, RuntimeError, SurgeryError):
+        return False
 
 
 # The format modules import the helpers above, so these imports must stay below them.
