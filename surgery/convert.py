@@ -38,7 +38,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     output = Path(output) if output is not None else saving.default_output_path(artifact.path, "keras3", "keras")
     if saving.infer_format(output) != "keras":
         raise UsageError(f"convert writes a Keras 3 .keras file; received output {str(output)!r}")
-    saving.check_output(artifact.path, output, force)
+    saving.check_output(artifact.path, output, force, directory=False)
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     source_hash = hasher.submit(saving.sha256_of, artifact.path)
     hasher.shutdown(wait=False)
@@ -46,20 +46,22 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe)
     keras3 = families.get("keras3")
     diff = None
-    with saving.atomic_target(output) as temp:
+    with saving.staged_outputs(force=force) as outputs:
+        temp = outputs.temp(output)
         step("writing .keras")
         keras3.save(model, str(temp), "keras")
         if verify:
             step("verifying")
             diff = _verify(artifact, temp, model, unsafe=unsafe, custom_objects=custom_objects, notes=notes)
-    manifest = saving.build_manifest(
-        artifact=output, fmt="keras", family="keras3", operation="convert", plan=None,
-        source=artifact.path, source_sha256=source_hash.result(),
-        model_inputs=[t.name for t in model.inputs], model_outputs=list(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
-        extra={"notes": notes, "verification": None if not verify else
-               {"ok": True, "max_abs_diff_vs_keras2": diff}},
-    )
-    return ConvertResult(output, saving.write_manifest(output, manifest), notes, diff, verify)
+        manifest = saving.build_manifest(
+            artifact=output, fmt="keras", family="keras3", operation="convert", plan=None,
+            source=artifact.path, source_sha256=source_hash.result(),
+            model_inputs=[t.name for t in model.inputs], model_outputs=list(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
+            extra={"notes": notes, "verification": None if not verify else
+                   {"ok": True, "max_abs_diff_vs_keras2": diff}},
+        )
+        manifest_file = outputs.commit({output: manifest})[output]
+    return ConvertResult(output, manifest_file, notes, diff, verify)
 
 
 def _verify(artifact, written: Path, model, *, unsafe, custom_objects, notes) -> float | None:

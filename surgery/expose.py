@@ -143,7 +143,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
     step = progress or (lambda _message: None)
     fmt = saving.infer_format(output, fmt) if output is not None else (fmt or artifact.format)
     output = Path(output) if output is not None else saving.default_output_path(artifact.path, tag, fmt)
-    saving.check_output(artifact.path, output, force)
+    saving.check_output(artifact.path, output, force, directory=(fmt == "savedmodel"))
     family = families.get(artifact.family)
     fast = (original_model is None and fmt == artifact.format and fmt in ("keras", "h5")
             and not plan.weights_layout_changed)
@@ -153,7 +153,8 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     source_hash = hasher.submit(saving.sha256_of, artifact.path)
     hasher.shutdown(wait=False)
-    with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
+    with saving.staged_outputs(force=force) as outputs:
+        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         if fast:
             step("writing (weights copied byte for byte)")
             _write_config_only(artifact, new_config, temp, fmt)
@@ -169,13 +170,13 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             step("verifying")
             report = _verify_written(artifact, temp, fmt, new_config, plan, original, rebuilt_live,
                                      unsafe=unsafe, custom_objects=custom_objects)
-    manifest = saving.build_manifest(
-        artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,
-        source=artifact.path, source_sha256=source_hash.result(),
-        model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
-        extra={"verification": report.as_dict() if report is not None else None},
-    )
-    manifest_file = saving.write_manifest(output, manifest)
+        manifest = saving.build_manifest(
+            artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,
+            source=artifact.path, source_sha256=source_hash.result(),
+            model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
+            extra={"verification": report.as_dict() if report is not None else None},
+        )
+        manifest_file = outputs.commit({output: manifest})[output]
     return WriteResult(output, manifest_file, plan, fmt, fast, report)
 
 

@@ -77,12 +77,15 @@ def check_output(source, dest: str | os.PathLike, force: bool, *, directory: boo
     directory = infer_format(dest) == "savedmodel" if directory is None else directory
     for path in (dest, manifest_path(dest)):
         check_disjoint(source, path)
-    if _lexists(dest) and not force:
-        raise UsageError(f"output {str(dest)!r} exists; pass --force to overwrite it")
+    # A manifest alone is refused too: it may be a concurrent run's, about to get its artifact.
+    for path in (dest, manifest_path(dest)):
+        if _lexists(path) and not force:
+            raise UsageError(f"output {str(path)!r} exists; pass --force to overwrite it")
     if not dest.parent.is_dir():
         raise UsageError(f"output directory {str(dest.parent)!r} does not exist")
     if force:
         _check_replaceable(dest, directory)
+        _check_replaceable(manifest_path(dest), False)
     return dest
 
 

@@ -659,13 +659,11 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
     outdir = Path(outdir) if outdir is not None else saving.default_output_path(artifact.path, "split", "savedmodel")
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output {str(outdir)!r} exists and is not a directory")
+    saving.check_disjoint(artifact.path, outdir)  # never onto, into or around the input
     targets = [outdir / ENCODER_FILE, outdir / DECODER_FILE]
-    for target in targets:
-        for path in (target, saving.manifest_path(target)):
-            if path.exists() and not force:
-                raise UsageError(f"output {str(path)!r} exists; pass --force to overwrite it")
-        if outdir.is_dir():
-            saving.check_output(artifact.path, target, force)  # never onto the input
+    if outdir.is_dir():
+        for target in targets:
+            saving.check_output(artifact.path, target, force, directory=False)
     step("loading the model")
     original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
     step("splitting")
@@ -676,8 +674,10 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
     source_hash = hasher.submit(saving.sha256_of, artifact.path)
     hasher.shutdown(wait=False)
     report = None
+    plan = split.plan
     try:
-        with saving.atomic_target(targets[0]) as enc_temp, saving.atomic_target(targets[1]) as dec_temp:
+        with saving.staged_outputs(force=force) as outputs:
+            enc_temp, dec_temp = outputs.temp(targets[0]), outputs.temp(targets[1])
             step("writing")
             saving.save_keras_model(split.encoder, enc_temp, "keras")
             saving.save_keras_model(split.decoder, dec_temp, "keras")
@@ -688,23 +688,22 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
                 report = check_stepwise(original, encoder, decoder)
                 if not report.ok:
                     raise VerificationError(report.summary())
+            manifests = {}
+            for target, role, model, rewire_plan in ((targets[0], "encoder", split.encoder, plan.encoder_plan),
+                                                     (targets[1], "decoder_step", split.decoder, plan.decoder_plan)):
+                manifests[target] = saving.build_manifest(
+                    artifact=target, fmt="keras", family="keras3", operation=OPERATION, plan=rewire_plan,
+                    source=artifact.path, source_sha256=source_hash.result(),
+                    model_inputs=input_names(model), model_outputs=list(model.output_names),
+                    extra={"role": role, "split": plan.as_dict(),
+                           "verification": report.as_dict() if report is not None else None},
+                )
+            placed = outputs.commit(manifests)  # both manifests, then both models
     except BaseException:
         if created:
             _remove_if_empty(outdir)
         raise
-    plan = split.plan
-    manifests = []
-    for target, role, model, rewire_plan in ((targets[0], "encoder", split.encoder, plan.encoder_plan),
-                                             (targets[1], "decoder_step", split.decoder, plan.decoder_plan)):
-        manifest = saving.build_manifest(
-            artifact=target, fmt="keras", family="keras3", operation=OPERATION, plan=rewire_plan,
-            source=artifact.path, source_sha256=source_hash.result(),
-            model_inputs=input_names(model), model_outputs=list(model.output_names),
-            extra={"role": role, "split": plan.as_dict(),
-                   "verification": report.as_dict() if report is not None else None},
-        )
-        manifests.append(saving.write_manifest(target, manifest))
-    return SplitResult(outdir, targets[0], targets[1], manifests[0], manifests[1], plan, report)
+    return SplitResult(outdir, targets[0], targets[1], placed[targets[0]], placed[targets[1]], plan, report)
 
 
 def _remove_if_empty(directory: Path) -> None:

@@ -166,18 +166,17 @@ def splice(a, b, mode: str = "chain", mapping=None, *, output=None, data=None, f
     b_artifact = the_plan.b
     fmt = saving.infer_format(output, fmt) if output is not None else (fmt or b_artifact.format)
     output = Path(output) if output is not None else saving.default_output_path(b_artifact.path, TAG, fmt)
-    saving.check_output(b_artifact.path, output, force)
-    saving.check_output(the_plan.a.path, output, True)
+    saving.check_output([b_artifact.path, the_plan.a.path], output, force, directory=(fmt == "savedmodel"))
     runner = {"weights": _run_weights, "chain": _run_chain, "prime": _run_prime}[mode]
     return runner(the_plan, output, fmt, step=step, data=data, store=store, keep_override=keep_override,
-                  verify=verify, unsafe=unsafe, custom_objects=custom_objects)
+                  verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects)
 
 
 # ----------------------------------------------------------------------------------------
 # mode weights
 
 
-def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe, custom_objects, **_):
+def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, **_):
     from surgery import splice_weights as sw
 
     wplan = p.weights
@@ -187,7 +186,8 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe,
     hashes = sw.start_hashing(p.a, p.b)
     integrity = report = None
     facts = {"streamed": False, "cast": []}
-    with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
+    with saving.staged_outputs(force=force) as outputs:
+        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         if fast:
             facts = sw.write_weights(wplan, temp, progress=step)
             if verify:
@@ -200,14 +200,14 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe,
         if verify:
             step("verifying in Keras against the NumPy oracle")
             report = sw.verify_numerically(wplan, temp, unsafe=unsafe, custom_objects=custom_objects)
-    summary_lines = []
-    if integrity is not None:
-        summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
-                             f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
-    summary_lines.append(sw.summary(report) if report is not None else "not verified (--no-verify)")
-    extra = {"mode": "weights", "splice": p.as_dict(), "streamed": facts["streamed"], "casts": facts["cast"],
-             "integrity": integrity, "verification": report}
-    manifest = _manifest(p, output, fmt, p.b.family, a_sha, b_sha, p.b.model_config, extra)
+        summary_lines = []
+        if integrity is not None:
+            summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
+                                 f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
+        summary_lines.append(sw.summary(report) if report is not None else "not verified (--no-verify)")
+        extra = {"mode": "weights", "splice": p.as_dict(), "streamed": facts["streamed"], "casts": facts["cast"],
+                 "integrity": integrity, "verification": report}
+        manifest = _manifest(outputs, p, output, fmt, p.b.family, a_sha, b_sha, p.b.model_config, extra)
     return SpliceResult(output, manifest, fmt, "weights", p, report, integrity, fast, "\n".join(summary_lines))
 
 
@@ -256,7 +256,7 @@ def _save_live(model, temp: Path, fmt: str) -> None:
     family.save(model, str(temp), fmt)
 
 
-def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe, custom_objects, **_):
+def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, **_):
     from surgery import families
     from surgery.loading import load_model
     from surgery.splice_chain import build_chain, chain_summary, verify_chain
@@ -278,18 +278,19 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe, c
         notes.extend(translated)
     chain = build_chain(model_a, model_b, p.pairs, custom_objects=custom_objects)
     report = None
-    with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
+    with saving.staged_outputs(force=force) as outputs:
+        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         step(f"writing {fmt}")
         _save_live(chain.model, temp, fmt)
         if verify:
             step("verifying")
             written = load_model(str(temp), unsafe=unsafe, custom_objects=custom_objects)
             report = verify_chain(chain, written, model_a, model_b, p.pairs)
-    a_sha, b_sha = (f.result() for f in hashes)
-    family = families.of_model(chain.model)
-    config = family.serialize(chain.model)
-    extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes, "verification": report}
-    manifest = _manifest(p, output, fmt, family.name, a_sha, b_sha, config, extra)
+        a_sha, b_sha = (f.result() for f in hashes)
+        family = families.of_model(chain.model)
+        config = family.serialize(chain.model)
+        extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes, "verification": report}
+        manifest = _manifest(outputs, p, output, fmt, family.name, a_sha, b_sha, config, extra)
     summary = chain_summary(report) if report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, manifest, fmt, "chain", p, report, None, False, summary)
@@ -299,8 +300,8 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, unsafe, c
 # mode prime
 
 
-def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep_override, verify, unsafe,
-               custom_objects, **_):
+def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep_override, verify, force,
+               unsafe, custom_objects, **_):
     from surgery import families
     from surgery.expose import transfer_weights
     from surgery.loading import load_model
@@ -333,7 +334,8 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
     reference = family.deserialize(primed.reference_config, custom_objects)
     transfer_weights(model_b, reference)
     report = None
-    with saving.atomic_target(output, directory=(fmt == "savedmodel")) as temp:
+    with saving.staged_outputs(force=force) as outputs:
+        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         step(f"writing {fmt}")
         _save_live(model, temp, fmt)
         if verify:
@@ -341,18 +343,18 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
             written = load_model(str(temp), unsafe=unsafe, custom_objects=custom_objects)
             report = verify_primed(written, reference, primed, captured)
             report["capture"] = capture_report
-    a_sha, b_sha = (f.result() for f in hashes)
-    states = []
-    for state in primed.plan.inputs:
-        value = np.ascontiguousarray(captured[(state.site, state.role)], dtype=np.float32)
-        states.append({"site": state.site, "role": state.role, "shape": [None, *state.shape],
-                       "layer": f"{state.site}_{state.role}_primed", "store": store,
-                       "sha256": hashlib.sha256(value.tobytes()).hexdigest(),
-                       "values": value.reshape(-1).tolist() if value.size <= 4096 else None})
-    override = RewirePlan((), primed.override_inputs, (), 0, 0, False)
-    extra = {"mode": "prime", "splice": p.as_dict(), "primed_states": states, "store": store,
-             "override_flags": list(primed.flags), "notes": notes, "verification": report}
-    manifest = _manifest(p, output, fmt, family.name, a_sha, b_sha, primed.config, extra, plan=override)
+        a_sha, b_sha = (f.result() for f in hashes)
+        states = []
+        for state in primed.plan.inputs:
+            value = np.ascontiguousarray(captured[(state.site, state.role)], dtype=np.float32)
+            states.append({"site": state.site, "role": state.role, "shape": [None, *state.shape],
+                           "layer": f"{state.site}_{state.role}_primed", "store": store,
+                           "sha256": hashlib.sha256(value.tobytes()).hexdigest(),
+                           "values": value.reshape(-1).tolist() if value.size <= 4096 else None})
+        override = RewirePlan((), primed.override_inputs, (), 0, 0, False)
+        extra = {"mode": "prime", "splice": p.as_dict(), "primed_states": states, "store": store,
+                 "override_flags": list(primed.flags), "notes": notes, "verification": report}
+        manifest = _manifest(outputs, p, output, fmt, family.name, a_sha, b_sha, primed.config, extra, plan=override)
     if report is not None:
         report["ok"] = report["ok"] and capture_report["ok"]
     summary = prime_summary(report) if report is not None else "not verified (--no-verify)"
@@ -373,14 +375,16 @@ def _hash_sources(p: SplicePlan):
     return futures
 
 
-def _manifest(p: SplicePlan, output: Path, fmt: str, family: str, a_sha, b_sha, config, extra: dict, plan=None):
+def _manifest(staged, p: SplicePlan, output: Path, fmt: str, family: str, a_sha, b_sha, config, extra: dict,
+              plan=None):
+    """Build the manifest and commit it with the staged artifact (manifest first)."""
     inputs, outputs = _io_names(config, family)
     manifest = saving.build_manifest(
         artifact=output, fmt=fmt, family=family, operation="splice", plan=plan, source=p.b.path,
         source_sha256=b_sha, model_inputs=inputs, model_outputs=outputs,
         extra={"donor": {"path": str(p.a.path), "sha256": a_sha}, **extra},
     )
-    return saving.write_manifest(output, manifest)
+    return staged.commit({output: manifest})[output]
 
 
 def _io_names(config: dict | None, family: str) -> tuple[list, list]:

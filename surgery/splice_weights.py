@@ -883,8 +883,10 @@ def _stream(reader, size: int, writer, targets: list, source: OpenStore) -> None
 
 def _write_edited(b: ModelArtifact, temp: Path, targets: list, source: OpenStore) -> None:
     """B's weights store copied to a temporary HDF5 file, edited in place with h5py."""
-    with tempfile.TemporaryDirectory(dir=Path(temp).parent, prefix=".splice-") as work:
-        store = Path(work) / "weights.h5"
+    from surgery.saving import scratch_dir
+
+    with scratch_dir(temp) as work:  # beside the output, and in the temp log for a supervisor
+        store = work / "weights.h5"
         if b.format == "keras":
             with zipfile.ZipFile(b.path) as archive, archive.open(_member_info(b.path, archive)) as member, \
                     open(store, "wb") as out:

@@ -32,7 +32,6 @@ raise NotSupportedError naming the layer and the reason.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterable
@@ -1592,10 +1591,10 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
         raise UsageError(f"a step model is written as a SavedModel directory or a .keras file, not {output.name!r}")
     if fmt == "keras" and state == "internal":
         raise UsageError("internal state lives in variables of a SavedModel: give a directory for -o, not .keras")
-    saving.check_output(source, output, force)
+    saving.check_output(source, output, force, directory=(fmt == "savedmodel"))
     tflite_path = Path(tflite_path) if tflite_path else None
     if tflite_path is not None:
-        saving.check_output(source, tflite_path, force)
+        saving.check_output(source, tflite_path, force, directory=False)
         if tflite_path.resolve() == output.resolve():
             raise UsageError("--tflite and -o name the same path")
     artifact = formats.read_artifact(source)
@@ -1623,8 +1622,8 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
         raise_if_failed(report)
     stateful = StatefulStepModel(step_model, plan) if state == "internal" else None
     converted = None
-    with contextlib.ExitStack() as stack:
-        temp = stack.enter_context(saving.atomic_target(output, directory=(fmt == "savedmodel")))
+    with saving.staged_outputs(force=force) as outputs:
+        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         step_msg(f"writing {fmt}")
         if stateful is not None:
             stateful.save(temp)
@@ -1637,25 +1636,26 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
 
             step_msg("converting to TFLite")
             converted = tflite.convert(stateful if stateful is not None else step_model, plan)
-            tflite_temp = stack.enter_context(saving.atomic_target(tflite_path))
+            tflite_temp = outputs.temp(tflite_path)
             tflite_temp.write_bytes(converted.content)
         if verify:
             step_msg("verifying what was written")
             _verify_written(temp, fmt, stateful, step_model, model, plan, report, converted, custom_objects)
             raise_if_failed(report)
-    extra = {
-        "state": state,
-        "stream": plan.as_dict(),
-        "signatures": _signature_doc(plan, state),
-        "verification": report.as_dict() if report is not None else None,
-        "tflite": ({"path": tflite_path.name, "ops": converted.report.as_dict()} if converted is not None else None),
-    }
-    manifest = saving.build_manifest(
-        artifact=output, fmt=fmt, family="keras3", operation="stream", plan=plan.states, source=artifact.path,
-        source_sha256=saving.sha256_of(artifact.path), model_inputs=list(plan.input_names),
-        model_outputs=list(plan.output_names), extra=extra,
-    )
-    manifest_file = saving.write_manifest(output, manifest)
+        extra = {
+            "state": state,
+            "stream": plan.as_dict(),
+            "signatures": _signature_doc(plan, state),
+            "verification": report.as_dict() if report is not None else None,
+            "tflite": ({"path": tflite_path.name, "ops": converted.report.as_dict()} if converted is not None else None),
+        }
+        manifest = saving.build_manifest(
+            artifact=output, fmt=fmt, family="keras3", operation="stream", plan=plan.states, source=artifact.path,
+            source_sha256=saving.sha256_of(artifact.path), model_inputs=list(plan.input_names),
+            model_outputs=list(plan.output_names), extra=extra,
+        )
+        # The .tflite is described by this manifest: it is moved in after it, with the model.
+        manifest_file = outputs.commit({output: manifest})[output]
     return StreamResult(output, manifest_file, fmt, state, plan, report, tflite_path,
                         converted.report if converted is not None else None)
 
