@@ -33,7 +33,7 @@ from surgery.formats import (
     short_repr,
     unreadable,
 )
-from surgery.formats.h5 import collect_dataset_shapes, hdf5_memory_guard
+from surgery.formats.h5 import hdf5_memory_guard, scan_hdf5
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -75,7 +75,7 @@ def read_keras_zip(path: str) -> ModelArtifact:
         )
         keras_version = _read_keras_version(path, archive, members.get(METADATA_MEMBER))
         weights = members.get(WEIGHTS_MEMBER)
-        shapes = _read_weight_shapes(path, archive, weights) if weights else {}
+        shapes, hazards = _read_weight_shapes(path, archive, weights) if weights else ({}, ())
     return ModelArtifact(
         path=path,
         format="keras",
@@ -83,6 +83,7 @@ def read_keras_zip(path: str) -> ModelArtifact:
         model_config=config,
         keras_version=keras_version,
         weight_shapes=shapes,
+        hazards=hazards,
     )
 
 
@@ -180,12 +181,13 @@ def _refuse_bomb(path: str, info: zipfile.ZipInfo) -> None:
 
 def _read_weight_shapes(
     path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo
-) -> dict[str, tuple[int, ...]]:
+) -> tuple[dict[str, tuple[int, ...]], tuple[Any, ...]]:
+    """Dataset shapes and HDF5 hazards (h5.scan_hdf5) of the weights member."""
     _refuse_bomb(path, info)
     try:
         with _open_member_seekable(path, archive, info) as member, hdf5_memory_guard():
             with h5py.File(member, "r") as weights:
-                return collect_dataset_shapes(path, weights)
+                return scan_hdf5(path, weights, where=info.filename + ":")
     except UnreadableModelError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
