@@ -1,8 +1,10 @@
 """Independent NumPy reference for the recurrent layers that surgery touches.
 
-The oracle re-implements, in float64, the inference-time math of Keras 3 recurrent layers
+The oracle re-implements, in float64, the inference-time math of Keras recurrent layers
 (LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, RNN over a cell or StackedRNNCells, and
-Bidirectional) straight from their serialized config and `get_weights()` list. It exists
+Bidirectional) straight from their serialized config and `get_weights()` list, with the
+activations of the family that wrote the config (`family="keras2"`: Keras 2.x / tf_keras,
+whose `hard_sigmoid` is clip(0.2x + 0.5, 0, 1); `"keras3"`: relu6(x + 3) / 6). It exists
 to check Keras numerically, so it must never import TensorFlow or Keras: a bug shared by
 the checker and the checked would hide itself.
 
@@ -50,6 +52,11 @@ def _hard_sigmoid(x: Array) -> Array:
     return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
 
 
+def _keras2_hard_sigmoid(x: Array) -> Array:
+    # Keras 2.0-2.15 (standalone, tf.keras, tf_keras; both TF and Theano backends).
+    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
 def _elu(x: Array) -> Array:
     return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
 
@@ -88,6 +95,20 @@ _ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+# Keras 2 (tf_keras 2.15) knows these names only; every one computes what its Keras 3
+# namesake does (gelu: exact erf form by default in both; swish = x * sigmoid(x); selu
+# with the same constants; relu without max_value) except hard_sigmoid.
+_KERAS2_NAMES = ("softmax", "elu", "selu", "softplus", "softsign", "swish", "relu", "gelu",
+                 "tanh", "sigmoid", "exponential", "hard_sigmoid", "linear", "mish")
+ACTIVATIONS_BY_FAMILY: dict[str, dict[str, Activation]] = {
+    "keras3": _ACTIVATIONS,
+    "keras2": {
+        **{name: _ACTIVATIONS[name] for name in _KERAS2_NAMES if name in _ACTIVATIONS},
+        "hard_sigmoid": _keras2_hard_sigmoid,
+    },
+}
+
+
 def _activation_name(identifier: object) -> str:
     """Reduce a serialized activation (None, name, or Keras dict) to its name."""
     if identifier is None:
@@ -106,16 +127,23 @@ def _activation_name(identifier: object) -> str:
     raise ValueError(f"Cannot interpret activation identifier, received: {identifier!r}")
 
 
-def activation(name: str | dict | None) -> Activation:
-    """Return the float64 NumPy version of a Keras 3 activation.
+def _activations(family: str) -> dict[str, Activation]:
+    try:
+        return ACTIVATIONS_BY_FAMILY[family]
+    except KeyError:
+        raise ValueError(f"Unknown Keras family, received: {family!r}") from None
+
+
+def activation(name: str | dict | None, family: str = "keras3") -> Activation:
+    """Return the float64 NumPy version of a Keras activation of `family`.
 
     Accepts a name ("tanh"), None (linear), or a serialized Keras activation dict.
     """
     resolved = _activation_name(name)
     try:
-        return _ACTIVATIONS[resolved]
+        return _activations(family)[resolved]
     except KeyError:
-        raise ValueError(f"Unknown activation, received: {resolved!r}") from None
+        raise ValueError(f"Unknown {family} activation, received: {resolved!r}") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -170,10 +198,10 @@ def _lstm_gates_to_states(
     return h, [h, c]
 
 
-def _lstm_cell(config: dict, weights: Iterator[Array]) -> _Cell:
+def _lstm_cell(config: dict, weights: Iterator[Array], family: str) -> _Cell:
     kernel, recurrent_kernel, bias = _dense_weights(config, weights, gates=4)
-    act = activation(config.get("activation", "tanh"))
-    rec_act = activation(config.get("recurrent_activation", "sigmoid"))
+    act = activation(config.get("activation", "tanh"), family)
+    rec_act = activation(config.get("recurrent_activation", "sigmoid"), family)
 
     def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         h_prev, c_prev = states
@@ -197,13 +225,13 @@ def _gru_biases(bias: Array | None, units: int, reset_after: bool) -> tuple[Arra
     return bias, np.zeros(3 * units)
 
 
-def _gru_cell(config: dict, weights: Iterator[Array]) -> _Cell:
+def _gru_cell(config: dict, weights: Iterator[Array], family: str) -> _Cell:
     units = int(config["units"])
     reset_after = bool(config.get("reset_after", True))
     kernel, recurrent_kernel, bias = _dense_weights(config, weights, gates=3)
     input_bias, recurrent_bias = _gru_biases(bias, units, reset_after)
-    act = activation(config.get("activation", "tanh"))
-    rec_act = activation(config.get("recurrent_activation", "sigmoid"))
+    act = activation(config.get("activation", "tanh"), family)
+    rec_act = activation(config.get("recurrent_activation", "sigmoid"), family)
 
     def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         (h_prev,) = states
@@ -222,9 +250,9 @@ def _gru_cell(config: dict, weights: Iterator[Array]) -> _Cell:
     return _Cell(step, _dense_zero_states(units, 1), state_count=1)
 
 
-def _simple_rnn_cell(config: dict, weights: Iterator[Array]) -> _Cell:
+def _simple_rnn_cell(config: dict, weights: Iterator[Array], family: str) -> _Cell:
     kernel, recurrent_kernel, bias = _dense_weights(config, weights, gates=1)
-    act = activation(config.get("activation", "tanh"))
+    act = activation(config.get("activation", "tanh"), family)
 
     def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         (h_prev,) = states
@@ -237,8 +265,8 @@ def _simple_rnn_cell(config: dict, weights: Iterator[Array]) -> _Cell:
     return _Cell(step, _dense_zero_states(int(config["units"]), 1), state_count=1)
 
 
-def _stacked_cells(config: dict, weights: Iterator[Array]) -> _Cell:
-    cells = [_build_cell(cell_config, weights) for cell_config in config["cells"]]
+def _stacked_cells(config: dict, weights: Iterator[Array], family: str) -> _Cell:
+    cells = [_build_cell(cell_config, weights, family) for cell_config in config["cells"]]
 
     def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         new_states: list[Array] = []
@@ -326,7 +354,7 @@ def _conv(
     return result
 
 
-def _conv_lstm_cell(config: dict, weights: Iterator[Array]) -> _Cell:
+def _conv_lstm_cell(config: dict, weights: Iterator[Array], family: str) -> _Cell:
     kernel = _take(weights, "kernel")
     recurrent_kernel = _take(weights, "recurrent_kernel")
     bias = _take(weights, "bias") if config.get("use_bias", True) else None
@@ -339,8 +367,8 @@ def _conv_lstm_cell(config: dict, weights: Iterator[Array]) -> _Cell:
     dilation = _as_tuple(config.get("dilation_rate", 1), rank, "dilation_rate")
     padding = str(config.get("padding", "valid")).lower()
     channels_first = _is_channels_first(config)
-    act = activation(config.get("activation", "tanh"))
-    rec_act = activation(config.get("recurrent_activation", "sigmoid"))
+    act = activation(config.get("activation", "tanh"), family)
+    rec_act = activation(config.get("recurrent_activation", "sigmoid"), family)
     ones = (1,) * rank
 
     def step_channels_last(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
@@ -389,7 +417,7 @@ def _to_first(a: Array) -> Array:
     return np.moveaxis(a, -1, 1)
 
 
-_CELL_BUILDERS: dict[str, Callable[[dict, Iterator[Array]], _Cell]] = {
+_CELL_BUILDERS: dict[str, Callable[[dict, Iterator[Array], str], _Cell]] = {
     "LSTMCell": _lstm_cell,
     "GRUCell": _gru_cell,
     "SimpleRNNCell": _simple_rnn_cell,
@@ -404,13 +432,13 @@ def _class_name(serialized: dict) -> str:
     return serialized["class_name"]
 
 
-def _build_cell(cell_config: dict, weights: Iterator[Array]) -> _Cell:
+def _build_cell(cell_config: dict, weights: Iterator[Array], family: str) -> _Cell:
     name = _class_name(cell_config)
     try:
         builder = _CELL_BUILDERS[name]
     except KeyError:
         raise ValueError(f"Unsupported recurrent cell, received: {name!r}") from None
-    return builder(cell_config.get("config", {}), weights)
+    return builder(cell_config.get("config", {}), weights, family)
 
 
 # --------------------------------------------------------------------------------------
@@ -504,7 +532,7 @@ def _run_recurrent(
 
 LayerResult = tuple[Array | list[Array], list[Array]]
 LayerRunner = Callable[
-    [dict, Iterator[Array], Array, Array | None, Sequence[Array] | None], LayerResult
+    [dict, Iterator[Array], Array, Array | None, Sequence[Array] | None, str], LayerResult
 ]
 
 
@@ -517,9 +545,10 @@ def _cell_layer(cell_class: str) -> LayerRunner:
         x: Array,
         mask: Array | None,
         initial_state: Sequence[Array] | None,
+        family: str,
     ) -> LayerResult:
         config = layer_config.get("config", {})
-        cell = _build_cell({"class_name": cell_class, "config": config}, weights)
+        cell = _build_cell({"class_name": cell_class, "config": config}, weights, family)
         return _run_recurrent(config, cell, x, mask, initial_state)
 
     return run
@@ -531,11 +560,12 @@ def _rnn_layer(
     x: Array,
     mask: Array | None,
     initial_state: Sequence[Array] | None,
+    family: str,
 ) -> LayerResult:
     config = layer_config.get("config", {})
     if "cell" not in config:
         raise ValueError(f"RNN config has no 'cell', received keys: {sorted(config)!r}")
-    cell = _build_cell(config["cell"], weights)
+    cell = _build_cell(config["cell"], weights, family)
     return _run_recurrent(config, cell, x, mask, initial_state)
 
 
@@ -580,6 +610,7 @@ def _bidirectional(
     x: Array,
     mask: Array | None,
     initial_state: Sequence[Array] | None,
+    family: str,
 ) -> LayerResult:
     config = layer_config.get("config", {})
     merge_mode = config.get("merge_mode", "concat")
@@ -593,8 +624,8 @@ def _bidirectional(
         # when the directions hold different numbers of states (LSTM forward, GRU back).
         half = len(state_roles(forward))
         forward_state, backward_state = initial_state[:half], initial_state[half:]
-    fw_out, fw_states = _run_layer(forward, weights, x, mask, forward_state)
-    bw_out, bw_states = _run_layer(backward, weights, x, mask, backward_state)
+    fw_out, fw_states = _run_layer(forward, weights, x, mask, forward_state, family)
+    bw_out, bw_states = _run_layer(backward, weights, x, mask, backward_state, family)
     backward_config = backward.get("config", {})
     if backward_config.get("return_sequences", False):
         time_axis = 0 if backward_config.get("time_major", False) else 1
@@ -625,13 +656,14 @@ def _run_layer(
     x: Array,
     mask: Array | None,
     initial_state: Sequence[Array] | None,
+    family: str,
 ) -> LayerResult:
     name = _class_name(layer_config)
     try:
         runner = _LAYER_RUNNERS[name]
     except KeyError:
         raise ValueError(f"Unsupported recurrent layer, received: {name!r}") from None
-    return runner(layer_config, weights, x, mask, initial_state)
+    return runner(layer_config, weights, x, mask, initial_state, family)
 
 
 def run_layer(
@@ -640,6 +672,7 @@ def run_layer(
     x: Array,
     mask: Array | None = None,
     initial_state: list[Array] | None = None,
+    family: str = "keras3",
 ) -> tuple[Array | list[Array], list[Array]]:
     """Run a serialized Keras recurrent layer in float64 NumPy.
 
@@ -649,12 +682,15 @@ def run_layer(
         x: input, (batch, time, features...).
         mask: optional (batch, time) boolean mask; False marks a skipped step.
         initial_state: optional flat list of states in Keras order; zeros when None.
+        family: "keras3" or "keras2", the family that wrote `layer_config`: it decides
+            what an activation name means (Keras 2 hard_sigmoid is 0.2x + 0.5, clipped).
 
     Returns:
         (output, final_states): the full sequence if `return_sequences` else the last
         output (a `[forward, backward]` list for Bidirectional with merge_mode None),
         and the flat list of final states in Keras order.
     """
+    _activations(family)  # an unknown family fails before any work
     remaining = iter(weights)
     output, states = _run_layer(
         layer_config,
@@ -662,6 +698,7 @@ def run_layer(
         np.asarray(x, dtype=np.float64),
         None if mask is None else np.asarray(mask, dtype=bool),
         initial_state,
+        family,
     )
     leftover = sum(1 for _ in remaining)
     if leftover:

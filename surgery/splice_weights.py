@@ -1157,7 +1157,7 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
             weights64 = [np.asarray(w, np.float64) for w in expected[pair.dest.path]]
             want, _states = oracle.run_layer(config, weights64, sequence.astype(np.float64),
                                                  mask=None if mask is None else np.asarray(mask, bool),
-                                                 initial_state=initial)
+                                                 initial_state=initial, family=family.name)
             got = _call_layer(family, layer, sequence, mask, initial)
             error = max(_max_diff(g, w) for g, w in zip(_flat(got), _flat(want)))
             oracle_errors[site_name] = error

@@ -137,7 +137,7 @@ def oracle_states(family, layer, sequence, mask, initial_state) -> list[np.ndarr
     weights = [np.asarray(w, dtype=np.float64) for w in effective_weights(layer)]
     _, states = oracle.run_layer(config, weights, sequence.astype(np.float64),
                                  mask=None if mask is None else np.asarray(mask, dtype=bool),
-                                 initial_state=initial_state)
+                                 initial_state=initial_state, family=family.name)
     return [np.asarray(s) for s in states]
 
 
