@@ -1,20 +1,27 @@
 """The `lstm-surgery` command line: parse, call the library, print, map errors to exit codes.
 
 Exit codes: 0 ok, 1 verification failed, 2 usage error or unreadable input,
-3 unsafe content refused, 4 model not supported.
+3 unsafe content refused, 4 model not supported, 5 internal error (please report).
+
+Run as a program (`lstm-surgery ...`, `python cli.py ...`), each command works in a
+supervised child process with limits on wall time, memory and open files
+(surgery/sandbox.py); `main` called in-process (tests, click's CliRunner) runs in-process.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
 
 from surgery.errors import SurgeryError
 
-EXIT_INTERNAL = 2
+EXIT_INTERNAL = 5
+SANDBOX_ENV = "LSTM_SURGERY_SANDBOX"  # "0": run commands in-process, without limits
+_supervise = False
 
 
 def _emit_json(payload) -> None:
@@ -22,22 +29,61 @@ def _emit_json(payload) -> None:
 
 
 def handle_errors(command):
-    """Turn library exceptions into a one-line message and the documented exit code."""
+    """Turn library exceptions into a one-line message and the documented exit code; as a
+    program, run the command in a supervised child process under the resource limits."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from surgery import sandbox
+
         as_json = kwargs.get("as_json", False)
+        limit_options = {name: kwargs.pop(name, None) for name in ("timeout", "max_memory", "max_open_files")}
+
+        def work():
+            try:
+                return command(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - every end maps to one line
+                _fail_for(error, as_json)
+
         try:
-            return command(*args, **kwargs)
-        except SurgeryError as error:
-            _fail(str(error), error.exit_code, type(error).__name__, as_json)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130, "KeyboardInterrupt", as_json)
-        except Exception as error:  # never a traceback on the user's terminal
-            message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-            _fail(f"unexpected error: {message}", EXIT_INTERNAL, "InternalError", as_json)
+            limits = sandbox.resolve_limits(**limit_options)
+            if _supervise and sandbox.supported():
+                code = sandbox.run_supervised(work, limits)
+                if code:
+                    sys.exit(code)
+                return None
+            return work()
+        except SystemExit:
+            raise
+        except BaseException as error:  # noqa: BLE001
+            _fail_for(error, as_json)
 
     return wrapper
+
+
+def _fail_for(error: BaseException, as_json: bool):
+    from surgery.sandbox import Terminated
+
+    if isinstance(error, SystemExit):
+        raise error
+    if isinstance(error, SurgeryError):
+        _fail(str(error), error.exit_code, type(error).__name__, as_json)
+    if isinstance(error, KeyboardInterrupt):
+        _fail("interrupted", 130, "KeyboardInterrupt", as_json)
+    if isinstance(error, Terminated):
+        if error.quiet:
+            sys.exit(128 + error.signum)
+        _fail(f"terminated by {error}", 128 + error.signum, "Terminated", as_json)
+    if isinstance(error, ImportError) and "failed to map segment" in str(error):
+        _fail(f"not enough memory under the limit to load TensorFlow ({error}); raise --max-memory",
+              2, "ResourceLimitError", as_json)
+    if isinstance(error, MemoryError):
+        _fail("ran out of memory (raise the limit with --max-memory if the machine has more)",
+              2, "ResourceLimitError", as_json)
+    # Never a traceback on the user's terminal: a bug in the tool, said as such.
+    message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+    _fail(f"internal error: {message}; this is a bug in lstm-surgery, please report it",
+          EXIT_INTERNAL, "InternalError", as_json)
 
 
 def _fail(message: str, code: int, kind: str, as_json: bool):
@@ -58,8 +104,23 @@ class Progress:
             click.echo(f"  … {message}", err=True)
 
 
+def limit_options(command):
+    """Resource limits of the supervised child process (see surgery/sandbox.py)."""
+    command = click.option("--max-open-files", type=click.IntRange(min=0), default=None,
+                           help="Open-file limit of the worker (default 4096 or "
+                                "$LSTM_SURGERY_MAX_OPEN_FILES; 0: none).")(command)
+    command = click.option("--max-memory", metavar="SIZE", default=None,
+                           help="Memory (address-space) limit of the worker, e.g. 8G (default: the "
+                                "machine's physical memory or $LSTM_SURGERY_MAX_MEMORY; 0: none).")(command)
+    command = click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                           help="Wall-time limit of one command (default 3600 or "
+                                "$LSTM_SURGERY_TIMEOUT; 0: none).")(command)
+    return command
+
+
 def load_options(command):
     """Options shared by every command that loads a model into Keras."""
+    command = limit_options(command)
     command = click.option("--custom-objects", "custom_objects_file", type=click.Path(dir_okay=False),
                            help="Trusted Python file defining/registering custom layers.")(command)
     command = click.option("--unsafe", is_flag=True,
@@ -85,6 +146,7 @@ def main():
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stable schema).")
+@limit_options
 @handle_errors
 def inspect(model, as_json):
     """List every recurrent layer of MODEL (static: nothing is executed, TensorFlow is not loaded)."""
@@ -107,11 +169,13 @@ def inspect(model, as_json):
               help="Write a Keras 2 (tf_keras) input as a Keras 3 model (default: keep its family).")
 @click.option("--strip", is_flag=True,
               help="Remove pruning/clustering wrappers (tfmot's strip functions) instead of keeping them.")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
 @write_options
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def expose_state(model, output, layers, inputs, no_outputs, to, strip, fmt, verify, force, unsafe,
+def expose_state(model, output, layers, inputs, no_outputs, to, strip, data, fmt, verify, force, unsafe,
                  custom_objects_file, as_json):
     """Make recurrent states of MODEL extra outputs (and, with --inputs, extra inputs)."""
     from surgery.expose import expose_state_file
@@ -121,7 +185,7 @@ def expose_state(model, output, layers, inputs, no_outputs, to, strip, fmt, veri
     result = expose_state_file(
         model, output, layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
         verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=Progress(not as_json), to=to,
-        strip=strip,
+        strip=strip, data=data,
     )
     _report_write(result, as_json)
 
@@ -163,16 +227,18 @@ def _shape(shape) -> str:
 @main.command()
 @click.argument("original", type=click.Path())
 @click.argument("rebuilt", type=click.Path())
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
-def verify(original, rebuilt, unsafe, custom_objects_file, as_json):
+def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json):
     """Check that REBUILT reproduces ORIGINAL exactly and its states match the NumPy oracle."""
     from surgery.loading import load_custom_objects
     from surgery.verify import verify_files
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
-    report = verify_files(original, rebuilt, unsafe=unsafe, custom_objects=custom)
+    report = verify_files(original, rebuilt, unsafe=unsafe, custom_objects=custom, data=data)
     if as_json:
         _emit_json(report.as_dict())
     else:
@@ -211,30 +277,30 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the Keras 3 model reproduces the Keras 2 original.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def convert(model, output, verify, force, unsafe, custom_objects_file, as_json):
+def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_json):
     """Upgrade a Keras 2 (tf.keras / tf_keras) model file to a Keras 3 .keras file."""
     from surgery.convert import convert_file
     from surgery.loading import load_custom_objects
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = convert_file(model, output, verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
-                          progress=Progress(not as_json))
+                          progress=Progress(not as_json), data=data)
     if as_json:
         _emit_json({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
-                    "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff})
+                    "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check})
         return
     click.echo(f"wrote {result.output} (Keras 3) and {result.manifest.name}")
     for note in result.notes:
         click.echo(f"note: {note}")
     if not result.verified:
         click.echo("not verified (--no-verify)")
-    elif result.max_abs_diff is None:
-        click.echo("verified: the written file reproduces the translation (the Keras 2 original cannot run here)")
     else:
-        click.echo(f"verified: outputs match the Keras 2 original (max |diff| {result.max_abs_diff:.3g})")
+        click.echo(f"verified: the written file reproduces the translation exactly; {result.check}")
 
 
 @main.command()
@@ -246,7 +312,8 @@ def convert(model, output, verify, force, unsafe, custom_objects_file, as_json):
                    "weights into B; prime: bake A's final state on --data into B as its initial state.")
 @click.option("--map", "mapping", multiple=True, metavar="SRC=DST",
               help="Which layer/site of A goes to which of B; repeatable (default: by name, then order).")
-@click.option("--data", type=click.Path(dir_okay=False), help="prime: .npy/.npz input to run A on (one sequence).")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="prime: .npy/.npz input to run A on (one sequence); chain/weights: inputs to verify on.")
 @click.option("--store", type=click.Choice(["constant", "variable"]), default="constant", show_default=True,
               help="prime: the primed state as a frozen constant or a trainable variable.")
 @click.option("--keep-override", is_flag=True,
@@ -315,5 +382,17 @@ def stream(model, output, state, steps, batch_size, tflite_path, verify, force, 
     click.echo("\n".join(result.lines()))
 
 
-if __name__ == "__main__":
+def entry():
+    """The program entry point (console script and `python cli.py`): commands run
+    supervised, and SIGTERM/SIGHUP clean up like Ctrl-C."""
+    global _supervise
+    _supervise = os.environ.get(SANDBOX_ENV, "1") != "0"
+    if not _supervise:
+        from surgery.sandbox import install_termination_handlers
+
+        install_termination_handlers()
     main()
+
+
+if __name__ == "__main__":
+    entry()

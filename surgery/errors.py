@@ -1,7 +1,8 @@
 """Exceptions raised by the library; each carries the CLI exit code it maps to.
 
 Exit codes (documented in the README): 0 ok, 1 verification failed, 2 usage error or
-unreadable input, 3 unsafe content refused, 4 model not supported.
+unreadable input (including a resource limit hit while reading it), 3 unsafe content
+refused, 4 model not supported, 5 internal error (a bug in the tool).
 """
 
 
@@ -39,3 +40,15 @@ class VerificationError(SurgeryError):
     """The rebuilt model does not reproduce the original (or the oracle)."""
 
     exit_code = 1
+
+
+class ResourceLimitError(SurgeryError):
+    """Work on the input exceeded a limit (wall time, memory, open files) and was stopped."""
+
+    exit_code = 2
+
+
+class InternalError(SurgeryError):
+    """A bug in the tool, not a problem with the input: please report it."""
+
+    exit_code = 5

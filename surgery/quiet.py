@@ -45,7 +45,9 @@ def import_keras():
             import tensorflow as tf  # noqa: F401
             import keras  # noqa: F401
 
-            tf.get_logger().setLevel(logging.ERROR)
+            # CRITICAL: even ERROR lines (e.g. "Object was never used" when a run is
+            # interrupted mid-graph) are noise on a CLI that reports every failure itself.
+            tf.get_logger().setLevel(logging.CRITICAL)
             logging.getLogger("absl").setLevel(logging.ERROR)
             keras.utils.disable_interactive_logging()
     import keras
