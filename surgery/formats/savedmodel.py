@@ -16,6 +16,11 @@ starts at 2, field 1 is reserved.)
 The root object (node_path "root") is the model; its metadata JSON holds class_name,
 config and keras_version, JSON-encoded by tf_keras' json_utils (tuples and TensorShapes
 become {"class_name": "__tuple__" | "TensorShape", "items": [...]}, undone here).
+tf_keras revives every layer from its OWN node's metadata, not from the root config, so
+every node's metadata (the root's whole metadata included) goes to
+ModelArtifact.embedded_configs for the safety scan; one that is not JSON is unreadable.
+saved_model.pb is decoded too (tf_graph.py): ops that reach outside the model, and
+symbolic links or special files anywhere in the directory, become ModelArtifact.hazards.
 A SavedModel without keras_metadata.pb (tf.saved_model.save, Keras 3 `model.export()`)
 has no Keras config at all and is not supported. Variables (the TF checkpoint) are not
 read: weight_shapes stays empty for a SavedModel.
@@ -24,6 +29,7 @@ read: weight_shapes stays empty for a SavedModel.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -36,11 +42,17 @@ from surgery.formats import (
     short_repr,
     unreadable,
 )
+from surgery.safety import Finding
 
 KERAS_METADATA_FILE = "keras_metadata.pb"
+SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"
 MODEL_IDENTIFIERS = ("_tf_keras_network", "_tf_keras_model", "_tf_keras_sequential")
-# Metadata of a large model is a few MB; this bounds memory on a hostile file.
+# Metadata of a large model is a few MB, saved_model.pb tens of MB; both are read whole
+# under this cap, which bounds memory on a hostile file.
 MAX_METADATA_BYTES = 256 << 20
+# Bounds the directory walk (a genuine SavedModel holds a handful of files).
+MAX_DIRECTORY_ENTRIES = 100_000
 
 WIRE_VARINT, WIRE_FIXED64, WIRE_LENGTH, WIRE_GROUP_START, WIRE_GROUP_END, WIRE_FIXED32 = range(6)
 _MAX_VARINT_BYTES = 10
@@ -82,7 +94,11 @@ def iter_fields(
     position = start
     while position < end:
         tag_at = position
-        tag, position = read_varint(view, position, end)
+        tag = view[position]
+        if tag < 0x80:  # one-byte tags are nearly all of them: skip the call
+            position += 1
+        else:
+            tag, position = read_varint(view, position, end)
         field_number, wire_type = tag >> 3, tag & 0x7
         if field_number == 0:
             raise ProtobufDecodeError(f"field number 0 at byte {tag_at}")
@@ -97,7 +113,11 @@ def iter_fields(
             position += width
             yield field_number, wire_type, value
         elif wire_type == WIRE_LENGTH:
-            length, position = read_varint(view, position, end)
+            if position < end and view[position] < 0x80:
+                length = view[position]
+                position += 1
+            else:
+                length, position = read_varint(view, position, end)
             if length > end - position:
                 raise ProtobufDecodeError(
                     f"field {field_number} at byte {tag_at} declares {length} bytes, "
@@ -117,14 +137,14 @@ def _as_int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def _as_text(value: memoryview, field: str) -> str:
+def as_text(value: memoryview, field: str) -> str:
     try:
         return bytes(value).decode("utf-8")
     except UnicodeDecodeError as error:
         raise ProtobufDecodeError(f"{field} is not UTF-8 ({error})") from None
 
 
-def _expect_wire(field: str, wire_type: int, expected: int) -> None:
+def expect_wire(field: str, wire_type: int, expected: int) -> None:
     if wire_type != expected:
         raise ProtobufDecodeError(f"{field} has wire type {wire_type}, expected {expected}")
 
@@ -154,7 +174,7 @@ def decode_saved_metadata(data: bytes) -> list[SavedObject]:
     nodes = []
     for number, wire_type, value in iter_fields(data):
         if number == 1:
-            _expect_wire("SavedMetadata.nodes", wire_type, WIRE_LENGTH)
+            expect_wire("SavedMetadata.nodes", wire_type, WIRE_LENGTH)
             nodes.append(_decode_saved_object(value))
         # Unknown fields are skipped, as protobuf readers do.
     return nodes
@@ -167,14 +187,14 @@ def _decode_saved_object(data: memoryview) -> SavedObject:
     fields: dict = {}
     for number, wire_type, value in iter_fields(data):
         if number == 2:
-            _expect_wire("SavedObject.node_id", wire_type, WIRE_VARINT)
+            expect_wire("SavedObject.node_id", wire_type, WIRE_VARINT)
             fields["node_id"] = _as_int32(value)
         elif number in _SAVED_OBJECT_TEXT_FIELDS:
             name = _SAVED_OBJECT_TEXT_FIELDS[number]
-            _expect_wire(f"SavedObject.{name}", wire_type, WIRE_LENGTH)
-            fields[name] = _as_text(value, f"SavedObject.{name}")
+            expect_wire(f"SavedObject.{name}", wire_type, WIRE_LENGTH)
+            fields[name] = as_text(value, f"SavedObject.{name}")
         elif number == 6:
-            _expect_wire("SavedObject.version", wire_type, WIRE_LENGTH)
+            expect_wire("SavedObject.version", wire_type, WIRE_LENGTH)
             fields["version"] = _decode_version(value)
     return SavedObject(**fields)
 
@@ -184,10 +204,10 @@ def _decode_version(data: memoryview) -> VersionDef:
     bad_consumers: list[int] = []
     for number, wire_type, value in iter_fields(data):
         if number == 1:
-            _expect_wire("VersionDef.producer", wire_type, WIRE_VARINT)
+            expect_wire("VersionDef.producer", wire_type, WIRE_VARINT)
             producer = _as_int32(value)
         elif number == 2:
-            _expect_wire("VersionDef.min_consumer", wire_type, WIRE_VARINT)
+            expect_wire("VersionDef.min_consumer", wire_type, WIRE_VARINT)
             min_consumer = _as_int32(value)
         elif number == 3:
             bad_consumers.extend(_repeated_int32(value, wire_type))
@@ -198,7 +218,7 @@ def _repeated_int32(value: int | memoryview, wire_type: int) -> list[int]:
     """A repeated int32 arrives either unpacked (one varint) or packed (a byte run)."""
     if wire_type == WIRE_VARINT:
         return [_as_int32(value)]
-    _expect_wire("VersionDef.bad_consumers", wire_type, WIRE_LENGTH)
+    expect_wire("VersionDef.bad_consumers", wire_type, WIRE_LENGTH)
     packed, values, position = value, [], 0
     while position < len(packed):
         item, position = read_varint(packed, position, len(packed))
@@ -218,7 +238,9 @@ def read_savedmodel(path: str) -> ModelArtifact:
             f"({KERAS_METADATA_FILE}): it was not written by Keras 2 model.save; "
             "re-save it from Keras or pass the original .keras/.h5"
         )
-    data = _read_capped(path, metadata_path)
+    # Links and special files first: nothing below opens a file that is not regular.
+    hazards = list(_directory_hazards(path))
+    data = _read_capped(path, KERAS_METADATA_FILE)
     try:
         nodes = decode_saved_metadata(data)
     except ProtobufDecodeError as error:
@@ -243,6 +265,7 @@ def read_savedmodel(path: str) -> ModelArtifact:
         {"class_name": metadata.get("class_name"), "config": metadata["config"]},
         f"{KERAS_METADATA_FILE} root metadata",
     )
+    hazards.extend(_graph_hazards(path))
     keras_version = metadata.get("keras_version")
     return ModelArtifact(
         path=path,
@@ -250,7 +273,85 @@ def read_savedmodel(path: str) -> ModelArtifact:
         family="keras2",
         model_config=model_config,
         keras_version=keras_version if isinstance(keras_version, str) else None,
+        embedded_configs=_node_configs(path, nodes, root, metadata),
+        hazards=tuple(hazards),
     )
+
+
+def _node_configs(
+    path: str, nodes: list[SavedObject], root: SavedObject, root_metadata: Any
+) -> tuple[tuple[str, Any], ...]:
+    """Every node's metadata JSON: tf_keras revives each layer from its OWN node's metadata
+    (not from the root config), and the root's metadata holds more than model_config
+    (training_config: the loss, metrics and optimizer compile() rebuilds)."""
+    configs = []
+    for node in nodes:
+        where = f"{KERAS_METADATA_FILE} node {node.node_id} ({_printable(node.node_path)})"
+        if node is root:
+            value = root_metadata
+        else:
+            value = parse_json(path, node.metadata, f"{where} metadata", _plain_json_value)
+        configs.append((where, value))
+    return tuple(configs)
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """A node path from the file, safe inside a one-line message."""
+    text = text if text.isprintable() else repr(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _graph_hazards(path: str) -> list[Finding]:
+    """Ops in saved_model.pb that reach outside the model (see tf_graph)."""
+    if not os.path.lexists(os.path.join(path, SAVED_MODEL_FILE)):
+        # TF's loader falls back to the text format, which this tool does not decode.
+        if os.path.lexists(os.path.join(path, SAVED_MODEL_TEXT_FILE)):
+            return [Finding(SAVED_MODEL_TEXT_FILE, "savedmodel_op",
+                            "a text-format graph the static scan cannot check")]
+        raise unreadable(path, f"the SavedModel has no {SAVED_MODEL_FILE}")
+    data = _read_capped(path, SAVED_MODEL_FILE)
+    try:
+        graphs = tf_graph.decode_saved_model(data)
+    except ProtobufDecodeError as error:
+        raise unreadable(path, f"{SAVED_MODEL_FILE} is corrupt ({error})") from None
+    return tf_graph.scan_saved_model(graphs)
+
+
+def _directory_hazards(path: str) -> Iterator[Finding]:
+    """Symbolic links and special files anywhere under the SavedModel directory.
+
+    A link in variables/ or assets/ makes TF read whatever it points at (a secret file
+    restored into a variable, then saved out with the model); a FIFO or device blocks or
+    never ends. Links are reported, never followed; regular files and directories are fine.
+    """
+    stack = [""]
+    seen = 0
+    while stack:
+        relative = stack.pop()
+        directory = os.path.join(path, relative) if relative else path
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            raise unreadable(
+                path, f"cannot list {relative or '.'} ({error.strerror or error})"
+            ) from None
+        for entry in entries:
+            seen += 1
+            if seen > MAX_DIRECTORY_ENTRIES:
+                raise unreadable(path, f"the SavedModel holds over {MAX_DIRECTORY_ENTRIES} files")
+            name = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_symlink():
+                try:
+                    target = os.readlink(entry.path)
+                except OSError:
+                    target = "?"
+                yield Finding(_printable(name), "savedmodel_file",
+                              f"symbolic link to {_printable(target)}: a loader would follow it")
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(name)
+            elif not entry.is_file(follow_symlinks=False):
+                yield Finding(_printable(name), "savedmodel_file",
+                              "special file (FIFO, device or socket), not a regular file")
 
 
 def _plain_json_value(obj: dict) -> Any:
@@ -268,13 +369,19 @@ def _plain_json_value(obj: dict) -> Any:
     return obj
 
 
-def _read_capped(path: str, metadata_path: str) -> bytes:
-    with open(metadata_path, "rb") as handle:
+def _read_capped(path: str, name: str) -> bytes:
+    """Read one file of the SavedModel whole, refusing FIFOs/devices and huge files."""
+    file_path = os.path.join(path, name)
+    try:
+        status = os.stat(file_path)  # a link was already reported; read its target
+    except OSError as error:
+        raise unreadable(path, f"cannot access {name} ({error.strerror or error})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise unreadable(path, f"{name} is not a regular file")
+    with open(file_path, "rb") as handle:
         data = handle.read(MAX_METADATA_BYTES + 1)
     if len(data) > MAX_METADATA_BYTES:
-        raise unreadable(
-            path, f"{KERAS_METADATA_FILE} is larger than {MAX_METADATA_BYTES} bytes"
-        )
+        raise unreadable(path, f"{name} is larger than {MAX_METADATA_BYTES} bytes")
     return data
 
 
@@ -294,3 +401,7 @@ def _root_object(path: str, nodes: list[SavedObject]) -> SavedObject:
             "only saved Keras models can be read"
         )
     return root
+
+
+# tf_graph imports the wire decoder above, so this import must stay at the end.
+from surgery.formats import tf_graph  # noqa: E402
