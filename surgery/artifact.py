@@ -30,6 +30,8 @@ class ModelArtifact:
     hazards:       safety.Finding records the static read found in the container itself
                    (HDF5 external storage, file-reading ops in a SavedModel graph, ...);
                    refused unless the user passes --unsafe.
+    normalized:    what keras2_compat changed in an old Keras 2 config (one note each); the
+                   file's own config is then not the one to load.
     """
 
     path: str
@@ -40,6 +42,7 @@ class ModelArtifact:
     weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     embedded_configs: tuple[tuple[str, Any], ...] = ()
     hazards: tuple[Any, ...] = ()
+    normalized: tuple[str, ...] = ()
 
     @property
     def weights_only(self) -> bool:

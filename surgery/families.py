@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from surgery import channels_first
 from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, SurgeryError, UnreadableModelError
 from surgery.quiet import import_keras, quiet
@@ -91,17 +92,24 @@ class Keras3Family:
         with quiet():
             probe = keras.Model(model.inputs, tensors)
             feed = values if len(values) > 1 else values[0]
-            if masks is not None and any(m is not None for m in masks):
-                outputs = probe(feed, training=False, mask=masks if len(masks) > 1 else masks[0])
-            else:
-                outputs = probe(feed, training=False)
-            outputs = _as_list(outputs)
-            return [np.asarray(v) for v in outputs], [_runtime_mask(v) for v in outputs]
+
+            def run():
+                if masks is not None and any(m is not None for m in masks):
+                    outputs = probe(feed, training=False, mask=masks if len(masks) > 1 else masks[0])
+                else:
+                    outputs = probe(feed, training=False)
+                outputs = _as_list(outputs)
+                # Masks are returned, not read off afterwards: an XLA retry keeps only results.
+                return outputs, [getattr(v, "_keras_mask", None) for v in outputs]
+
+            outputs, runtime_masks = channels_first.run(run)
+            return [np.asarray(v) for v in outputs], [None if m is None else np.asarray(m)
+                                                      for m in runtime_masks]
 
     def call(self, model, values: list) -> list:
         with quiet():
-            outputs = model(values if len(values) > 1 else values[0], training=False)
-        return [np.asarray(v) for v in _as_list(outputs)]
+            outputs = channels_first.run(lambda: _as_list(model(feed, training=False)))
+        return [np.asarray(v) for v in outputs]
 
     def save(self, model, path: str, fmt: str) -> None:
         if fmt not in ("keras", "h5"):
@@ -113,6 +121,7 @@ class Keras3Family:
 class Keras2Family(Keras3Family):
     """tf_keras, the Keras 2 family (TensorFlow 2.0-2.15 models)."""
 
+        feed = values if len(values) > 1 else values[0]
     name = "keras2"
 
     @property
@@ -149,6 +158,24 @@ class Keras2Family(Keras3Family):
             return tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects or {})
 
     def layer_config(self, layer) -> dict:
+    def load_normalized(self, artifact: ModelArtifact, *, custom_objects: dict):
+        """An HDF5 model built from the artifact's normalized config (keras2_compat), its
+        weights read as tf_keras' own HDF5 loader reads them (same legacy conversions)."""
+        import h5py
+
+        self.keras  # imports tf_keras quietly first
+        from tf_keras.src.saving.legacy import hdf5_format
+
+        try:
+            model = self.deserialize(artifact.model_config, custom_objects)
+            with quiet(), h5py.File(artifact.path, "r") as handle:
+                hdf5_format.load_weights_from_hdf5_group(handle["model_weights"], model)
+            return model
+        except SurgeryError:
+            raise
+        except Exception as error:
+            raise UnreadableModelError(f"tf_keras could not load {artifact.path!r}: {_one_line(error)}") from None
+
         with quiet():
             return json.loads(json.dumps(self.keras.layers.serialize(layer), default=_json_default))
 
@@ -247,3 +274,6 @@ def load(artifact: ModelArtifact, *, custom_objects: dict, safe_mode: bool):
         # Wrapper classes come from the installed tfmot, never from the file.
         custom_objects = {**optimization.custom_objects(), **custom_objects}
     return get(artifact.family).load(artifact.path, custom_objects=custom_objects, safe_mode=safe_mode)
+    if artifact.normalized and artifact.format == "h5":
+        # The file's own config is an old form tf_keras misreads: build the normalized one.
+        return get(artifact.family).load_normalized(artifact, custom_objects=custom_objects)

@@ -26,21 +26,44 @@ def load_custom_objects(path: str | os.PathLike | None) -> dict:
     if not path.is_file():
         raise UsageError(f"--custom-objects file not found: {str(path)!r}")
     keras = import_keras()
-    before = dict(keras.saving.get_custom_objects())
+    before = _registered_objects(keras)
     try:
         namespace = runpy.run_path(str(path), run_name="lstm_surgery_custom_objects")
     except Exception as error:  # the user's file: report its failure in one line
         raise UsageError(f"--custom-objects file {str(path)!r} failed: {type(error).__name__}: {error}") from None
+    bases = _layer_bases(keras)
     objects = {
         name: value
         for name, value in namespace.items()
-        if isinstance(value, type) and issubclass(value, (keras.layers.Layer, keras.Model))
+        if isinstance(value, type) and issubclass(value, bases)
         or getattr(value, "_lstm_surgery_custom", False)
     }
-    registered = {k: v for k, v in keras.saving.get_custom_objects().items() if k not in before}
+    registered = {k: v for k, v in _registered_objects(keras).items() if k not in before}
     objects.update(registered)
     objects.update({name.split(">")[-1]: value for name, value in registered.items()})
     return objects
+
+
+def _tf_keras():
+    """tf_keras if something (the user's file) imported it; a file that never imported it
+    cannot subclass or register anything of it."""
+    import sys
+
+    return sys.modules.get("tf_keras")
+
+
+def _layer_bases(keras) -> tuple:
+    """Layer and Model of both families: a Keras 2 file's custom layers subclass tf_keras'
+    (`tf.keras` is Keras 3 under TensorFlow >= 2.16 unless TF_USE_LEGACY_KERAS is set)."""
+    tf_keras = _tf_keras()
+    legacy = (tf_keras.layers.Layer, tf_keras.Model) if tf_keras is not None else ()
+    return (keras.layers.Layer, keras.Model, *legacy)
+
+
+def _registered_objects(keras) -> dict:
+    tf_keras = _tf_keras()
+    legacy = tf_keras.utils.get_custom_objects() if tf_keras is not None else {}
+    return {**legacy, **keras.saving.get_custom_objects()}
 
 
 def load_model(

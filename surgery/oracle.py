@@ -109,7 +109,7 @@ ACTIVATIONS_BY_FAMILY: dict[str, dict[str, Activation]] = {
 }
 
 
-def _activation_name(identifier: object) -> str:
+def activation_name(identifier: object) -> str:
     """Reduce a serialized activation (None, name, or Keras dict) to its name."""
     if identifier is None:
         return "linear"
@@ -139,7 +139,7 @@ def activation(name: str | dict | None, family: str = "keras3") -> Activation:
 
     Accepts a name ("tanh"), None (linear), or a serialized Keras activation dict.
     """
-    resolved = _activation_name(name)
+    resolved = activation_name(name)
     try:
         return _activations(family)[resolved]
     except KeyError:

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from surgery import families, layouts
+from surgery import families, layouts, oracle
 from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.graph import KERAS3, is_model_entry, walk_values
@@ -43,12 +43,45 @@ _LAYER_BASE_ARGS = {"name", "trainable", "dtype", "autocast", "input_dim", "inpu
                     "batch_input_shape", "batch_shape", "input_length"}
 
 
-def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str]]:
-    """(Keras 3 config, notes on what changed, {layer name: original CuDNN class})."""
+# Activations whose Keras 2 meaning is the Keras 3 one applied to a scaled input:
+# Keras 2 hard_sigmoid(x) = clip(0.2x + 0.5, 0, 1) = Keras 3 hard_sigmoid(1.2x)
+# (relu6(x + 3) / 6). Folding the scale into the weights that feed the activation keeps
+# the translated file plain Keras 3: it loads without this package.
+KERAS2_INPUT_SCALES = {"hard_sigmoid": 1.2}
+
+# Layer class -> the activation argument applied to each gate block along the last axis of
+# every weight (kernel, recurrent kernel, bias), in gate order; each block's pre-activation
+# is linear in exactly those columns, so scaling them scales what the activation sees.
+GATE_ACTIVATIONS = {
+    "LSTM": ("recurrent_activation", "recurrent_activation", "activation", "recurrent_activation"),
+    "GRU": ("recurrent_activation", "recurrent_activation", "activation"),
+    "SimpleRNN": ("activation",),
+    "Dense": ("activation",),
+    "Conv1D": ("activation",),
+    "Conv2D": ("activation",),
+    "Conv3D": ("activation",),
+}
+for _name in ("LSTM", "GRU", "SimpleRNN"):
+    GATE_ACTIVATIONS[f"{_name}Cell"] = GATE_ACTIVATIONS[_name]
+for _rank in (1, 2, 3):
+    GATE_ACTIVATIONS[f"ConvLSTM{_rank}D"] = GATE_ACTIVATIONS["LSTM"]
+# ... where `activation` is also applied to a state (LSTM: h = o * act(c)): no weight
+# feeds it, so a Keras-2-only activation there cannot be folded.
+STATE_ACTIVATIONS = frozenset({"LSTM", "LSTMCell", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
+_ACTIVATION_KEYS = ("activation", "recurrent_activation")
+
+# (weight count, per-gate scales) for each sub-layer, in weight order.
+FoldPlan = list[tuple[int, tuple[float, ...]]]
+
+
+def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str], dict[str, FoldPlan]]:
+    """(Keras 3 config, notes on what changed, {layer name: original CuDNN class},
+    {layer name: weight scales that keep a Keras-2-only activation's meaning})."""
     keras = families.get("keras3").keras
     new = copy.deepcopy(config)
     notes: list[str] = []
     cudnn: dict[str, str] = {}
+    folds = _activation_folds(new, notes)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("config"), dict) and "class_name" in item:
             _translate_layer(keras, item, notes, cudnn)
@@ -79,7 +112,97 @@ def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str]]:
                     "registered_name": "Functional"})
     elif new.get("class_name") == "Sequential":
         new.update({"module": "keras", "registered_name": None})
-    return new, notes, cudnn
+    return new, notes, cudnn, folds
+
+
+def _activation_folds(config: dict, notes: list) -> dict[str, FoldPlan]:
+    """Per leaf layer (by name), the weight scales that make its Keras-2-only activations
+    compute their Keras 2 values under the Keras 3 names; refuses those it cannot fold."""
+    folds: dict[str, FoldPlan] = {}
+    covered: set[int] = set()
+    for item in list(walk_values(config)):
+        layers = item.get("config", {}).get("layers") if isinstance(item, dict) else None
+        if not isinstance(layers, list):
+            continue
+        for entry in layers:
+            if isinstance(entry, dict) and not is_model_entry(entry):
+                plan = _fold_plan(entry, covered)
+                if plan and any(scale != 1.0 for _, scales in plan for scale in scales):
+                    name = entry.get("config", {}).get("name") or entry.get("name")
+                    folds[name] = plan
+                    notes.append(f"{name}: Keras 2 hard_sigmoid kept exact as Keras 3 hard_sigmoid "
+                                 "on gate inputs scaled by 1.2 (the weights feeding it)")
+    for item in walk_values(config):
+        cfg = item.get("config") if isinstance(item, dict) else None
+        if isinstance(cfg, dict) and id(cfg) not in covered:
+            for key in _ACTIVATION_KEYS:
+                if key in cfg and _keras2_scale(cfg[key]) != 1.0:
+                    raise NotSupportedError(
+                        f"layer {cfg.get('name', item.get('class_name'))!r} ({item.get('class_name')}) "
+                        f"has {key}={oracle.activation_name(cfg[key])!r}, whose Keras 2 meaning "
+                        "(0.2x + 0.5, clipped) Keras 3 has no name for here; keep the model in the "
+                        "Keras 2 family (omit --to keras3)")
+    return folds
+
+
+def _keras2_scale(identifier) -> float:
+    try:
+        return KERAS2_INPUT_SCALES.get(oracle.activation_name(identifier), 1.0)
+    except ValueError:  # a custom activation: Keras resolves it, nothing to rescale
+        return 1.0
+
+
+def _fold_plan(item: dict, covered: set) -> FoldPlan | None:
+    """The fold plan of one serialized layer or cell, or None when some Keras-2-only
+    activation inside it cannot be folded (the caller then refuses it by name)."""
+    name, cfg = item.get("class_name"), item.get("config")
+    if not isinstance(cfg, dict):
+        return None
+    if name in GATE_ACTIVATIONS:
+        if name in STATE_ACTIVATIONS and _keras2_scale(cfg.get("activation")) != 1.0:
+            return None
+        covered.add(id(cfg))
+        count = 2 if name not in ("Dense", "Conv1D", "Conv2D", "Conv3D") else 1
+        count += bool(cfg.get("use_bias", True))
+        return [(count, tuple(_keras2_scale(cfg.get(key)) for key in GATE_ACTIVATIONS[name]))]
+    children = _FOLD_CHILDREN.get(name)
+    if children is None:
+        return []
+    plans = [_fold_plan(child, covered) for child in children(cfg)]
+    if any(plan is None for plan in plans):
+        return None
+    covered.add(id(cfg))
+    return [part for plan in plans for part in plan]
+
+
+def _bidirectional_children(cfg: dict) -> list[dict]:
+    forward = cfg.get("layer", {})
+    # Without a backward_layer Keras copies the forward config (go_backwards flipped).
+    return [forward, cfg.get("backward_layer") or forward]
+
+
+# Wrappers: the sub-layers whose weights they hold, in weight order.
+_FOLD_CHILDREN = {
+    "Bidirectional": _bidirectional_children,
+    "RNN": lambda cfg: [cfg.get("cell", {})],
+    "StackedRNNCells": lambda cfg: list(cfg.get("cells", [])),
+    "TimeDistributed": lambda cfg: [cfg.get("layer", {})],
+}
+
+
+def apply_fold(plan: FoldPlan, values: list[np.ndarray]) -> list[np.ndarray]:
+    """Scale each weight's gate blocks (last axis) by the plan's per-gate factors."""
+    out, position = [], 0
+    for count, scales in plan:
+        for value in values[position:position + count]:
+            value = np.asarray(value)
+            block = value.shape[-1] // len(scales)
+            factors = np.repeat(np.asarray(scales, dtype=np.float64), block)
+            out.append((value * factors).astype(value.dtype))
+        position += count
+    if position != len(values):
+        raise UnreadableModelError(f"activation fold expected {position} weights, found {len(values)}")
+    return out
 
 
 def _explicit_sequential_input(config: dict) -> None:
@@ -200,7 +323,7 @@ def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = Fa
     """(Keras 3 model, notes) equivalent to a Keras 2 artifact."""
     if artifact.family != "keras2":
         raise NotSupportedError(f"{artifact.path!r} is already a Keras 3 model")
-    config, notes, cudnn = translate_config(artifact.model_config)
+    config, notes, cudnn, folds = translate_config(artifact.model_config)
     model = families.get("keras3").deserialize(config, custom_objects)
     if artifact.format == "h5":
         weights = h5_layer_weights(artifact.path)
@@ -208,23 +331,23 @@ def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = Fa
         from surgery.loading import load_model
 
         weights = live_layer_weights(load_model(artifact, unsafe=unsafe, custom_objects=custom_objects))
-    _assign(model, weights, cudnn)
+    _assign(model, weights, cudnn, folds)
     return model, notes
 
 
 def translate_live(model, *, custom_objects=None):
     """(Keras 3 model, notes) equivalent to a live tf_keras model."""
-    config, notes, cudnn = translate_config(families.of_model(model).serialize(model))
+    config, notes, cudnn, folds = translate_config(families.of_model(model).serialize(model))
     translated = families.get("keras3").deserialize(config, custom_objects)
-    _assign(translated, live_layer_weights(model), cudnn)
+    _assign(translated, live_layer_weights(model), cudnn, folds)
     return translated, notes
 
 
-def _assign(model, weights: dict, cudnn: dict) -> None:
+def _assign(model, weights: dict, cudnn: dict, folds: dict) -> None:
     family = families.of_model(model)
     for layer in model.layers:
         if family.is_model(layer):
-            _assign(layer, weights, cudnn)
+            _assign(layer, weights, cudnn, folds)
             continue
         if not layer.weights:
             continue
@@ -233,6 +356,8 @@ def _assign(model, weights: dict, cudnn: dict) -> None:
         values = weights[layer.name]
         if layer.name in cudnn:
             values = cudnn_to_keras(cudnn[layer.name], values)
+        if layer.name in folds:
+            values = apply_fold(folds[layer.name], values)
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(np.shape(v)) for v in values]
         if expected != got:

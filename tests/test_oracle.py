@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from surgery import oracle
+from surgery import channels_first, oracle
 
 BATCH, TIME, FEATURES = 3, 7, 4
 ATOL = 1e-5
@@ -58,7 +58,8 @@ def _compare(make_layer, x, *, mask=None, with_initial_state=False, seed=1, scal
     """Run a Keras layer and the oracle on the same weights/inputs; assert they agree."""
     layer = make_layer()
     output_count = 2 if getattr(layer, "merge_mode", "concat") is None else 1
-    first = layer(x)  # builds the layer
+    # channels_first on a CPU without NCHW kernels runs XLA-compiled, as the tool does.
+    first = channels_first.run(lambda: layer(x))  # builds the layer
     states_template = list(first[output_count:])
     weights = _randomize(layer, seed, scale)
 
@@ -69,7 +70,7 @@ def _compare(make_layer, x, *, mask=None, with_initial_state=False, seed=1, scal
     if with_initial_state:
         initial_state = _random_states_like(states_template, seed + 1)
         kwargs["initial_state"] = initial_state
-    result = layer(x, **kwargs)
+    result = channels_first.run(lambda: layer(x, **kwargs))
     keras_output = [np.asarray(o) for o in result[:output_count]]
     keras_states = [np.asarray(s) for s in keras.tree.flatten(list(result[output_count:]))]
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import h5py
 
+from surgery import keras2_compat
 from surgery.artifact import ModelArtifact
 from surgery.errors import SurgeryError, UnreadableModelError, UnsafeContentError, UsageError
 
@@ -86,6 +87,8 @@ def parse_json(
 
 def check_model_config(path: str | os.PathLike, config: Any, where: str) -> dict[str, Any]:
     """A serialized model is a dict with a string class_name and a dict config."""
+    # Keras <= 2.2.2 wrote a Sequential's config as a bare list of layers.
+    config = keras2_compat.sequential_dict(config)
     if not isinstance(config, dict):
         kind = type(config).__name__
         raise unreadable(path, f"{where} is not a JSON object but {kind} {short_repr(config, 40)}")
@@ -128,7 +131,8 @@ def read_artifact(path: str | os.PathLike) -> ModelArtifact:
     NotSupportedError (a valid SavedModel without Keras metadata); nothing else.
     """
     try:
-        return _read_by_kind(path)
+        # Old Keras 2 config forms become the one form every reader expects.
+        return keras2_compat.normalize_artifact(_read_by_kind(path))
     except SurgeryError as error:
         # Our own errors already name the path; make sure they stay on one line.
         if "\n" in str(error) or "\r" in str(error):
