@@ -107,6 +107,7 @@ class Keras3Family:
                                                       for m in runtime_masks]
 
     def call(self, model, values: list) -> list:
+        feed = values if len(values) > 1 else values[0]
         with quiet():
             outputs = channels_first.run(lambda: _as_list(model(feed, training=False)))
         return [np.asarray(v) for v in outputs]
@@ -121,7 +122,6 @@ class Keras3Family:
 class Keras2Family(Keras3Family):
     """tf_keras, the Keras 2 family (TensorFlow 2.0-2.15 models)."""
 
-        feed = values if len(values) > 1 else values[0]
     name = "keras2"
 
     @property
@@ -144,20 +144,6 @@ class Keras2Family(Keras3Family):
         except Exception as error:
             raise UnreadableModelError(f"tf_keras could not load {path!r}: {_one_line(error)}") from None
 
-    def serialize(self, model) -> dict:
-        tf_keras = self.keras
-        with quiet():
-            config = {"class_name": model.__class__.__name__, "config": model.get_config()}
-            if config["class_name"] not in ("Functional", "Sequential", "Model"):
-                config = tf_keras.layers.serialize(model)
-        return json.loads(json.dumps(config, default=_json_default))
-
-    def deserialize(self, config: dict, custom_objects=None):
-        tf_keras = self.keras
-        with quiet():
-            return tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects or {})
-
-    def layer_config(self, layer) -> dict:
     def load_normalized(self, artifact: ModelArtifact, *, custom_objects: dict):
         """An HDF5 model built from the artifact's normalized config (keras2_compat), its
         weights read as tf_keras' own HDF5 loader reads them (same legacy conversions)."""
@@ -176,6 +162,20 @@ class Keras2Family(Keras3Family):
         except Exception as error:
             raise UnreadableModelError(f"tf_keras could not load {artifact.path!r}: {_one_line(error)}") from None
 
+    def serialize(self, model) -> dict:
+        tf_keras = self.keras
+        with quiet():
+            config = {"class_name": model.__class__.__name__, "config": model.get_config()}
+            if config["class_name"] not in ("Functional", "Sequential", "Model"):
+                config = tf_keras.layers.serialize(model)
+        return json.loads(json.dumps(config, default=_json_default))
+
+    def deserialize(self, config: dict, custom_objects=None):
+        tf_keras = self.keras
+        with quiet():
+            return tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects or {})
+
+    def layer_config(self, layer) -> dict:
         with quiet():
             return json.loads(json.dumps(self.keras.layers.serialize(layer), default=_json_default))
 
@@ -273,7 +273,7 @@ def load(artifact: ModelArtifact, *, custom_objects: dict, safe_mode: bool):
     if optimization.uses_wrappers(artifact.model_config):
         # Wrapper classes come from the installed tfmot, never from the file.
         custom_objects = {**optimization.custom_objects(), **custom_objects}
-    return get(artifact.family).load(artifact.path, custom_objects=custom_objects, safe_mode=safe_mode)
     if artifact.normalized and artifact.format == "h5":
         # The file's own config is an old form tf_keras misreads: build the normalized one.
         return get(artifact.family).load_normalized(artifact, custom_objects=custom_objects)
+    return get(artifact.family).load(artifact.path, custom_objects=custom_objects, safe_mode=safe_mode)
