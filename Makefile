@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP_FLAGS ?= -q --disable-pip-version-check --root-user-action=ignore
 OUT ?= out
 
-.PHONY: install demo test test-slow bench fixtures clean
+.PHONY: install demo test test-slow test-real bench fixtures clean
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[test]'
@@ -24,6 +24,11 @@ test: install
 
 test-slow: install
 	$(PYTHON) -m pytest -q -n 2 -m slow
+
+# Real trained models from public packages (downloads them once into ~/.cache/lstm-surgery-real).
+test-real: install
+	$(PYTHON) tests/real/fetch.py
+	$(PYTHON) -m pytest -q -p no:xdist -m real tests/real
 
 bench: install
 	$(PYTHON) benchmarks/run.py
