@@ -23,24 +23,33 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from surgery.errors import UnsafeContentError
+from surgery.keras_names import KERAS_CLASSES, KERAS_FUNCTIONS
+from surgery.tf_pure_ops import (
+    CLASS_METHOD_SYMBOLS,
+    CLASS_METHODS,
+    TENSOR_ATTRIBUTES,
+    TF_PURE_OPS,
+)
 
 
 @dataclass(frozen=True)
 class Finding:
     path: str  # where in the config, e.g. "config.layers[2].config.layer.config.function"
-    kind: str  # "lambda" | "foreign_module" | "tfsmlayer" | "unsafe_api" | "custom_object"
+    # "lambda" | "foreign_module" | "tfsmlayer" | "unsafe_api" | "custom_object" | "file_reference"
+    kind: str
     detail: str  # human text naming the offending value
 
 
-# Modules Keras itself deserializes from. "tensorflow" in general is NOT allowed: only the
-# Keras 2 packages that lived inside it.
-ALLOWED_MODULE_ROOTS = (
-    "keras",
-    "tf_keras",
-    "tensorflow_model_optimization",
-    "tensorflow.keras",
-    "tensorflow.python.keras",
-)
+# Which (module, name) pairs pass: exactly where Keras 3, tf_keras and tfmot write their
+# own classes and functions (surgery/keras_names.py). tf_keras imports any module a config
+# names and takes any attribute of it, so a module outside that table is foreign even
+# under "keras." (keras.src.utils.file_utils) or "tf_keras.".
+# TypeSpecs Keras 3 writes for InputLayer / KerasTensor specs, by TensorFlow module.
+KERAS_TYPESPECS = {
+    "tensorflow.python.framework.tensor": frozenset({"TensorSpec"}),
+    "tensorflow.python.framework.sparse_tensor": frozenset({"SparseTensorSpec"}),
+    "tensorflow.python.ops.ragged.ragged_tensor": frozenset({"RaggedTensorSpec"}),
+}
 
 LAMBDA_NAMES = frozenset({"Lambda", "__lambda__"})
 TFSM_NAMES = frozenset({"TFSMLayer"})
@@ -107,30 +116,11 @@ UNSAFE_MODULE_ROOTS = frozenset(
         "requests",
     }
 )
-# tf_keras TFOpLambda / SlicingOpLambda call any exported TensorFlow symbol by name; these
-# name components mark TensorFlow functions with side effects outside the model.
-TF_SIDE_EFFECT_NAMES = frozenset(
-    {
-        "io",
-        "gfile",
-        "write_file",
-        "read_file",
-        "py_function",
-        "numpy_function",
-        "py_func",
-        "print",
-        "Print",
-        "summary",
-        "saved_model",
-        "load_library",
-        "load_op_library",
-        "raw_ops",
-        "debugging",
-        "data",
-        "train",
-    }
-)
+# tf_keras op-wrapper layers look a TensorFlow symbol up by the name in their config
+# (tf_keras/src/layers/core/tf_op_layer.py); only the pure ops in tf_pure_ops pass.
 TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+TF_CLASS_METHOD_LAYERS = frozenset({"ClassMethod"})
+TF_ATTRIBUTE_LAYERS = frozenset({"InstanceMethod", "InstanceProperty"})
 
 # tf_keras registers its own optimizers under the default "Custom" package.
 KERAS_REGISTERED_NAMES = frozenset(
@@ -204,9 +194,26 @@ KNOWN_CLASS_NAMES = frozenset(
     he_uniform identity l1 l1_l2 l2 lecun_normal lecun_uniform max_norm min_max_norm
     non_neg ones orthogonal orthogonal_regularizer radial_constraint random_normal
     random_uniform stft truncated_normal unit_norm variance_scaling zeros
-    Functional TFOpLambda SlicingOpLambda TensorShape TypeSpec function
+    Functional TFOpLambda SlicingOpLambda ClassMethod InstanceMethod InstanceProperty
+    TensorShape TypeSpec CompositeTensor function
     __keras_tensor__ __tensor__ __numpy__ __bytes__ __tuple__ __typespec__
     __ellipsis__ __slice__
+    CuDNNGRU CuDNNLSTM normal uniform
+    NumericColumn BucketizedColumn EmbeddingColumn SharedEmbeddingColumn CrossedColumn
+    HashedCategoricalColumn VocabularyFileCategoricalColumn VocabularyListCategoricalColumn
+    IdentityCategoricalColumn WeightedCategoricalColumn IndicatorColumn
+    SequenceCategoricalColumn SequenceNumericColumn SequenceDenseColumn
+    """.split()
+).union(*KERAS_CLASSES.values())
+# (Above: the Keras 2 names tf_keras resolves without a module: every class of
+# KERAS_CLASSES, tf.compat.v1.keras' CuDNN layers and initializer aliases, and the
+# feature columns DenseFeatures / SequenceFeatures deserialize from their own table.)
+
+# Serialization markers: class_name values Keras decodes itself, never looked up as code.
+SERIALIZATION_MARKERS = frozenset(
+    """
+    __keras_tensor__ __tensor__ __numpy__ __bytes__ __tuple__ __ellipsis__ __slice__
+    TensorShape TypeSpec CompositeTensor
     """.split()
 )
 
@@ -228,7 +235,28 @@ KNOWN_FUNCTION_NAMES = frozenset(
     sparse_sigmoid sparse_top_k_categorical_accuracy sparsemax squared_hinge squareplus
     swish tanh tanh_shrink threshold top_k_categorical_accuracy tversky
     """.split()
+).union(*KERAS_FUNCTIONS.values())
+KERAS_FUNCTION_MODULES = {**KERAS_FUNCTIONS, "builtins": KNOWN_FUNCTION_NAMES}
+
+# Config values that name a file: Keras 3 / tf_keras IndexLookup (StringLookup,
+# IntegerLookup, TextVectorization, the experimental.preprocessing variants) read a
+# `vocabulary` given as a string path (tf_keras even in its safe mode), feature columns a
+# `vocabulary_file`, TFSMLayer a `filepath`; the rest are the keys any loader would read a
+# file or URL from. A vocabulary given as a list (or array) is data and stays fine.
+PATH_KEYS = frozenset(
+    """
+    vocabulary vocabulary_file vocab_file vocabulary_path vocab_path initial_vocabulary
+    filepath file_path filename file_name fname file files path paths dir dirname
+    directory logdir log_dir url uri urls origin cache_dir cache_subdir export_dir
+    saved_model_dir model_dir model_path weights_path weights_file asset_path assets_dir
+    """.split()
 )
+PATH_KEY_SUFFIXES = (
+    "_file", "_files", "_path", "_paths", "_dir", "_directory", "_url", "_uri", "filepath",
+    "filename",
+)
+# "scheme://" (http, gs, s3, hdfs, ram, file, ...) or "file:" anywhere in a value.
+_URL = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.\-]*://|file:)", re.IGNORECASE)
 
 _DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[.>][A-Za-z_][A-Za-z0-9_]*)+")
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
@@ -329,12 +357,13 @@ _Location = tuple  # (parent: _Location | None, key: str | int) or None for the 
 def _scan(config: Any) -> list[tuple[Finding, frozenset[str]]]:
     results: list[tuple[Finding, frozenset[str]]] = []
     for location, value in _walk(config):
+        key = location[1] if location is not None else None
         if isinstance(value, dict):
             check = _check_object(value)
-        elif location is not None and location[1] in _IDENTITY_KEYS:
+        elif key in _IDENTITY_KEYS:
             continue  # already judged with the object that holds it
         else:
-            check = _check_string(value)
+            check = _check_string(value, key)
         if check is not None:
             kind, detail, trust_keys = check
             results.append((Finding(_render(location), kind, detail), trust_keys))
@@ -400,7 +429,8 @@ def _check_object(obj: dict) -> _Check | None:
         _check_lambda(obj, names)
         or _check_tfsmlayer(obj, names)
         or _check_unsafe_api(obj, class_name, module, registered, function_name, names)
-        or _check_module(class_name, module, registered, function_name)
+        or _check_op_layer(obj, class_name or registered, names)
+        or _check_module(obj, class_name, module, registered, function_name)
         or _check_registered_name(class_name, registered)
     )
 
@@ -452,44 +482,103 @@ def _check_unsafe_api(
         if hit:
             full = ".".join(part for part in (module, function_name or class_name) if part)
             return "unsafe_api", f"non-modelling API {hit!r} in {full!r}", _NOT_TRUSTABLE
-    if class_name in TF_OP_LAYERS or (registered and _last_part(registered) in TF_OP_LAYERS):
-        function = _text(_inner(obj).get("function"))
-        if function and set(_REFERENCE_SEPARATORS.split(function)) & TF_SIDE_EFFECT_NAMES:
-            return (
-                "unsafe_api",
-                f"{class_name!r} calls TensorFlow function {'tf.' + function!r} (side effects)",
-                _NOT_TRUSTABLE,
-            )
+    return None
+
+
+def _check_op_layer(obj: dict, layer: str | None, names: set[str]) -> _Check | None:
+    """tf_keras op wrappers resolve a TensorFlow symbol or attribute by name at load time."""
+    inner = _inner(obj)
+    if names & TF_OP_LAYERS:
+        function = inner.get("function")
+        if isinstance(function, str) and function in TF_PURE_OPS:
+            return None
+        what = f"TensorFlow symbol {_quote('tf.' + function)}" if isinstance(function, str) \
+            else f"function {_quote(function)}"
+        return "unsafe_api", f"{layer!r} calls {what}, not a pure tensor op", _NOT_TRUSTABLE
+    if names & TF_CLASS_METHOD_LAYERS:
+        symbol, method = inner.get("cls_symbol"), inner.get("method_name")
+        if symbol in CLASS_METHOD_SYMBOLS and method in CLASS_METHODS:
+            return None
+        return (
+            "unsafe_api",
+            f"{layer!r} calls {_quote(symbol)}.{_quote(method)}, not a tensor constructor",
+            _NOT_TRUSTABLE,
+        )
+    if names & TF_ATTRIBUTE_LAYERS:
+        attribute = inner.get("attr_name")
+        if attribute in TENSOR_ATTRIBUTES:
+            return None
+        return (
+            "unsafe_api",
+            f"{layer!r} reads attribute {_quote(attribute)}, not a tensor method or property",
+            _NOT_TRUSTABLE,
+        )
     return None
 
 
 def _check_module(
+    obj: dict,
     class_name: str | None,
     module: str | None,
     registered: str | None,
     function_name: str | None,
 ) -> _Check | None:
-    if module is None or _module_allowed(module):
-        return None
-    if module == "builtins" and class_name == "function" and function_name in KNOWN_FUNCTION_NAMES:
-        return None
+    raw_module = obj.get("module")
+    if class_name is not None and raw_module is not None and module is None:
+        return "foreign_module", f"module {_quote(raw_module)} is not a module name", _NOT_TRUSTABLE
+    if class_name is None:
+        if module is None or module in KERAS_CLASSES or module in KERAS_FUNCTION_MODULES:
+            return None
+        return "foreign_module", f"module {module!r} outside Keras", frozenset()
+    if class_name in SERIALIZATION_MARKERS:
+        return None  # decoded by Keras itself; module and registered_name are not read
     trust = _trust_keys(class_name, registered, function_name, module)
+    if class_name == "__typespec__":
+        spec = _text(obj.get("spec_name"))
+        if module in KERAS_TYPESPECS and spec in KERAS_TYPESPECS[module]:
+            return None
+        return (
+            "foreign_module",
+            f"TypeSpec {_quote(obj.get('spec_name'))} from module {_quote(module)}",
+            frozenset({spec} - {None}),
+        )
     if class_name == "function":
+        allowed = KERAS_FUNCTION_MODULES.get(module) if module else KNOWN_FUNCTION_NAMES
+        if allowed is not None and function_name in allowed:
+            return None
         # Keras 3 writes a registered custom function as module "builtins" with the
         # "package>name" registration as its config.
-        custom = any(name and ">" in name for name in (function_name, registered))
+        custom = module is None or any(name and ">" in name for name in (function_name, registered))
+        where = f"from module {module!r}" if module else "without a module"
         return (
             "custom_object" if custom else "foreign_module",
-            f"function {function_name!r} from module {module!r} outside Keras",
+            f"function {_quote(obj.get('config'))} {where}, not a Keras function",
             trust,
         )
-    known = class_name in KNOWN_CLASS_NAMES and not (registered and ">" in registered)
-    if known:
-        return "foreign_module", f"class {class_name!r} from module {module!r} outside Keras", trust
-    what = f"custom class {class_name!r} from module" if class_name else "module"
+    custom_registration = bool(registered and ">" in registered)
+    if module is None:
+        # Keras 2 configs, and Keras 3 objects without "module": resolved only among the
+        # Keras classes of that kind or the user's custom objects.
+        known = class_name in KNOWN_CLASS_NAMES or _keras_registration(class_name)
+        if known and not custom_registration:
+            return None
+        return (
+            "custom_object",
+            f"custom class {class_name!r}"
+            + (f" (registered as {registered!r})" if registered else ""),
+            trust,
+        )
+    if class_name in KERAS_CLASSES.get(module, ()):
+        return None
+    if class_name in KNOWN_CLASS_NAMES and not custom_registration:
+        return (
+            "foreign_module",
+            f"class {class_name!r} from module {module!r}, not where Keras writes it",
+            trust,
+        )
     return (
         "custom_object",
-        f"{what} {module!r} outside Keras"
+        f"custom class {class_name!r} from module {module!r}"
         + (f" (registered as {registered!r})" if registered else ""),
         trust,
     )
@@ -507,9 +596,13 @@ def _check_registered_name(class_name: str | None, registered: str | None) -> _C
     return None
 
 
-def _check_string(text: str) -> _Check | None:
+def _check_string(text: str, key: Any) -> _Check | None:
     if _looks_like_bytecode(text):
         return "lambda", "marshalled Python bytecode (base64)", _NOT_TRUSTABLE
+    if isinstance(key, str) and _is_path_key(key) and text.strip():
+        return "file_reference", f"{key!r} names a file: {_quote(text)}", _NOT_TRUSTABLE
+    if _URL.match(text):
+        return "file_reference", f"URL {_quote(text)}", _NOT_TRUSTABLE
     if _DOTTED_PATH.fullmatch(text):
         hit = _unsafe_component(text)
         if hit or _root(text) in UNSAFE_MODULE_ROOTS:
@@ -543,10 +636,9 @@ def _last_part(reference: str) -> str:
     return reference.rsplit(">", 1)[-1]
 
 
-def _module_allowed(module: str) -> bool:
-    return any(
-        module == allowed or module.startswith(allowed + ".") for allowed in ALLOWED_MODULE_ROOTS
-    )
+def _is_path_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in PATH_KEYS or lowered.endswith(PATH_KEY_SUFFIXES)
 
 
 def _unsafe_component(reference: str) -> str | None:
@@ -557,8 +649,8 @@ def _unsafe_component(reference: str) -> str | None:
 
 
 def _keras_registration(name: str) -> bool:
-    package = name.split(">", 1)[0]
-    return name in KERAS_REGISTERED_NAMES or package in KERAS_PACKAGES
+    package, _, rest = name.partition(">")
+    return name in KERAS_REGISTERED_NAMES or (package in KERAS_PACKAGES and rest in KNOWN_CLASS_NAMES)
 
 
 def _trust_keys(
