@@ -222,10 +222,13 @@ class _Scan:
         self.seen: set[int] = set()
         self.links = 0
         self.resolve_budget = MAX_RESOLVE_STEPS
+        self.error: BaseException | None = None
 
     def run(self) -> tuple[dict[str, tuple[int, ...]], tuple[Finding, ...]]:
         self._check_attributes(self.root, "")
-        self.root.links.visit(self._visit, info=True)
+        self.root.links.visit(self._visit_guarded, info=True)
+        if self.error is not None:
+            raise self.error
         if self.dropped:
             self.findings.append(
                 Finding(self._where("/"), "hdf5_more", f"{self.dropped} more HDF5 hazards not listed")
@@ -240,6 +243,15 @@ class _Scan:
             self.dropped += 1
             return
         self.findings.append(Finding(self._where(name), kind, detail))
+
+    def _visit_guarded(self, raw_name: bytes, info: Any) -> int | None:
+        # An exception raised inside h5py's C callback comes out as a SystemError that
+        # hides it; stop the walk instead (a non-None return) and raise it afterwards.
+        try:
+            return self._visit(raw_name, info)
+        except BaseException as error:  # noqa: BLE001 - re-raised as is by run()
+            self.error = error
+            return 1
 
     def _visit(self, raw_name: bytes, info: Any) -> None:
         self.links += 1
