@@ -84,6 +84,7 @@ def expose_state_file(
     progress=None,
     to: str | None = None,
     strip: bool = False,
+    data=None,
 ) -> WriteResult:
     """File-to-file expose-state: rewrite, write atomically, verify, then rename into place.
 
@@ -97,18 +98,18 @@ def expose_state_file(
     if translate_to_keras3 or strip:
         return _expose_live(artifact, output, strip=strip, to_keras3=translate_to_keras3, layers=layers,
                             outputs=outputs, inputs=inputs, fmt=fmt, verify=verify, force=force,
-                            unsafe=unsafe, custom_objects=custom_objects, progress=progress)
+                            unsafe=unsafe, custom_objects=custom_objects, progress=progress, data=data)
     new_config, plan = rewire_states(
         artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
     )
     return write_rewired(
         artifact, new_config, plan, output, operation="expose-state", tag="exposed", fmt=fmt,
-        verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress,
+        verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress, data=data,
     )
 
 
 def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, outputs, inputs, fmt, verify,
-                 force, unsafe, custom_objects, progress) -> WriteResult:
+                 force, unsafe, custom_objects, progress, data=None) -> WriteResult:
     """Operate on a transformed live model: wrappers stripped (tfmot) and/or translated to Keras 3."""
     from surgery import optimization, translate
 
@@ -129,12 +130,12 @@ def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, o
                                format="keras" if to_keras3 else artifact.format)
     return write_rewired(live, new_config, plan, output, operation="expose-state", tag="exposed",
                          fmt=fmt, verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects,
-                         progress=progress, original_model=model)
+                         progress=progress, original_model=model, data=data)
 
 
 def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *, operation: str,
                   tag: str, fmt=None, verify=True, force=False, unsafe=False, custom_objects=None,
-                  progress=None, original_model=None) -> WriteResult:
+                  progress=None, original_model=None, data=None) -> WriteResult:
     """Write a rewired config as a verified artifact. Shared by every config-level operation.
 
     original_model: the live model the config came from, when it is not the file itself (a
@@ -169,7 +170,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
         if verify:
             step("verifying")
             report = _verify_written(artifact, temp, fmt, new_config, plan, original, rebuilt_live,
-                                     unsafe=unsafe, custom_objects=custom_objects)
+                                     unsafe=unsafe, custom_objects=custom_objects, data=data)
         manifest = saving.build_manifest(
             artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,
             source=artifact.path, source_sha256=source_hash.result(),
@@ -197,7 +198,7 @@ def _write_live(family, model, temp: Path, fmt: str, plan: RewirePlan) -> None:
 
 
 def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, rebuilt_live, *,
-                    unsafe, custom_objects):
+                    unsafe, custom_objects, data=None):
     from surgery.verify import raise_if_failed, verify
 
     if original is None:
@@ -207,7 +208,7 @@ def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, 
     else:
         reloaded = load_model(temp, unsafe=unsafe, custom_objects=custom_objects)
     sites = find_sites(new_config, artifact.family)
-    report = verify(original, reloaded, plan, sites)
+    report = verify(original, reloaded, plan, sites, data=data)
     return raise_if_failed(report)
 
 

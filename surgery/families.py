@@ -24,6 +24,19 @@ def _one_line(error: Exception) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())[:400]
 
 
+# Keras' own op classes that Keras 3 writes into a functional graph to compute masks
+# (Embedding(mask_zero=True) -> NotEqual; Masking -> NotEqual, Any). Its legacy .h5 reader
+# resolves class names against layers and custom objects only, so without them Keras 3
+# cannot reload its own .h5 ("Unknown layer: 'NotEqual'"). They are Keras code, not the file's.
+KERAS3_MASK_OPS = ("NotEqual", "Any")
+
+
+def _keras3_mask_ops() -> dict:
+    from keras.src.ops import numpy as keras_numpy_ops
+
+    return {name: getattr(keras_numpy_ops, name) for name in KERAS3_MASK_OPS}
+
+
 class Keras3Family:
     name = "keras3"
 
@@ -35,8 +48,8 @@ class Keras3Family:
         keras = self.keras
         try:
             with quiet():
-                return keras.saving.load_model(path, custom_objects=custom_objects, compile=False,
-                                               safe_mode=safe_mode)
+                return keras.saving.load_model(path, custom_objects={**_keras3_mask_ops(), **custom_objects},
+                                               compile=False, safe_mode=safe_mode)
         except SurgeryError:
             raise
         except Exception as error:
@@ -51,7 +64,8 @@ class Keras3Family:
         with quiet():
             # Keras pops keys from the config it deserializes: give it a copy.
             return self.keras.saving.deserialize_keras_object(
-                copy.deepcopy(config), custom_objects=custom_objects or {}, safe_mode=True)
+                copy.deepcopy(config), custom_objects={**_keras3_mask_ops(), **(custom_objects or {})},
+                safe_mode=True)
 
     def layer_config(self, layer) -> dict:
         return self.serialize(layer)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surgery import formats, registry, saving
+from surgery import formats, registry, saving, tolerance
 from surgery.errors import NotSupportedError, UsageError, VerificationError
 from surgery.graph import Call, Level, dialect_for, is_model_entry, top_level_entry
 from surgery.quiet import import_keras, quiet
@@ -424,30 +424,36 @@ def _run(model, values: list) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # the check: encoder, then the decoder one step at a time, against teacher forcing
 
-# Max |diff| allowed between stepped and teacher-forced outputs, by output dtype.
-STEP_TOLERANCES = {"float32": 1e-5, "float64": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}
-
-
 @dataclass
 class StepReport:
-    output_diffs: dict[str, float] = field(default_factory=dict)
-    tolerances: dict[str, float] = field(default_factory=dict)
+    """Stepped vs teacher-forced outputs, each judged by the tolerance policy (surgery.tolerance)."""
+
+    checks: dict[str, tolerance.Comparison] = field(default_factory=dict)
     steps: int = 0
     batch: int = 0
 
     @property
+    def output_diffs(self) -> dict[str, float]:
+        return {name: c.max_abs_diff for name, c in self.checks.items()}
+
+    @property
+    def tolerances(self) -> dict[str, tolerance.Bound]:
+        return {name: c.bound for name, c in self.checks.items()}
+
+    @property
     def ok(self) -> bool:
-        return all(diff <= self.tolerances[name] for name, diff in self.output_diffs.items())
+        return all(c.ok for c in self.checks.values())
 
     def summary(self) -> str:
-        worst = max(self.output_diffs.values(), default=0.0)
-        tol = max(self.tolerances.values(), default=1e-5)
         verdict = "verified" if self.ok else "VERIFICATION FAILED"
+        check = tolerance.worst(self.checks.values())
         return (f"{verdict}: encoder, then the decoder step model run {self.steps} step(s) one token at a time, "
-                f"reproduce the teacher-forced outputs max |diff| {worst:.3g} (tolerance {tol:g}, batch {self.batch})")
+                f"reproduce the teacher-forced outputs (batch {self.batch}): {check.describe()}")
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "output_max_abs_diff": self.output_diffs, "tolerance": self.tolerances,
+        return {"ok": self.ok, "output_max_abs_diff": self.output_diffs,
+                "tolerance": {name: b.describe() for name, b in self.tolerances.items()},
+                "checks": {name: c.as_dict() for name, c in self.checks.items()},
                 "steps": self.steps, "batch": self.batch}
 
 
@@ -526,12 +532,8 @@ def check_stepwise(original, encoder, decoder, values: list | None = None, *, ba
         else:  # a last-step-only output
             got = per_step[-1]
         name = names[j] if j < len(names) else f"output_{j}"
-        if got.shape != expected.shape:
-            diff = float("inf")
-        else:
-            diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)))) if got.size else 0.0
-        report.output_diffs[name] = diff
-        report.tolerances[name] = STEP_TOLERANCES.get(str(expected.dtype), 1e-5)
+        bound = tolerance.bound_for(expected.dtype, steps=steps)
+        report.checks[name] = tolerance.compare(got, expected, bound)
     return report
 
 

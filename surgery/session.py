@@ -20,7 +20,6 @@ from surgery.errors import UsageError
 from surgery.quiet import quiet
 
 BACKENDS = ("tflite", "function", "keras")
-_TOLERANCES = {"float32": 1e-5, "float64": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}
 
 
 class StreamSession:
@@ -100,21 +99,21 @@ class StreamSession:
 
     def _check(self, name: str, run) -> None:
         """The backend must reproduce the Keras step model on a random chunk and state."""
-        from surgery import stream
+        from surgery import stream, tolerance
+        from surgery.verify import input_id_limits
 
         if self._reference is None:
             self._reference = self._make("keras", 1)
         batch = self.batch_size or 2
-        inputs = stream.stream_inputs(self.step_model.inputs, self.plan, batch=batch, length=self.steps or 1, seed=1)
+        inputs = stream.stream_inputs(self.step_model.inputs, self.plan, batch=batch, length=self.steps or 1, seed=1,
+                                      limits=input_id_limits(self.step_model))
         states = stream.initial_states(self.plan, batch=batch, random=True, seed=2)
         values = inputs + states
         got, want = run(values), self._reference(values)
-        tolerance = max((_TOLERANCES.get(s.dtype, 1e-5) for s in self._state_specs), default=1e-5)
-        worst = max(float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)))) if np.size(w) else 0.0
-                    for g, w in zip(got, want))
-        if not worst <= tolerance:
-            raise UsageError(f"{name} backend differs from the Keras step model by {worst:.3g} "
-                             f"(tolerance {tolerance:g})")
+        bound = tolerance.widest(tolerance.bound_for(s.dtype, steps=self.steps or 1) for s in self._state_specs)
+        check = tolerance.worst(tolerance.compare(g, w, bound) for g, w in zip(got, want))
+        if not check.ok:
+            raise UsageError(f"{name} backend differs from the Keras step model: {check.describe()}")
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self, batch_size: int | None = None) -> None:

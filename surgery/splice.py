@@ -176,7 +176,8 @@ def splice(a, b, mode: str = "chain", mapping=None, *, output=None, data=None, f
 # mode weights
 
 
-def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, **_):
+def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, data=None,
+                 **_):
     from surgery import splice_weights as sw
 
     wplan = p.weights
@@ -199,7 +200,7 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, 
         a_sha, b_sha = (f.result() if f is not None else None for f in hashes)
         if verify:
             step("verifying in Keras against the NumPy oracle")
-            report = sw.verify_numerically(wplan, temp, unsafe=unsafe, custom_objects=custom_objects)
+            report = sw.verify_numerically(wplan, temp, unsafe=unsafe, custom_objects=custom_objects, data=data)
         summary_lines = []
         if integrity is not None:
             summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
@@ -256,7 +257,8 @@ def _save_live(model, temp: Path, fmt: str) -> None:
     family.save(model, str(temp), fmt)
 
 
-def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, **_):
+def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, data=None,
+               **_):
     from surgery import families
     from surgery.loading import load_model
     from surgery.splice_chain import build_chain, chain_summary, verify_chain
@@ -285,7 +287,7 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, un
         if verify:
             step("verifying")
             written = load_model(str(temp), unsafe=unsafe, custom_objects=custom_objects)
-            report = verify_chain(chain, written, model_a, model_b, p.pairs)
+            report = verify_chain(chain, written, model_a, model_b, p.pairs, data=data)
         a_sha, b_sha = (f.result() for f in hashes)
         family = families.of_model(chain.model)
         config = family.serialize(chain.model)

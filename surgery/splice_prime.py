@@ -128,7 +128,8 @@ def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[list, d
     and the oracle check of the captured states).
     """
     from surgery.splice_chain import rewired
-    from surgery.verify import TOLERANCES, _site_call_values, oracle_states
+    from surgery import tolerance
+    from surgery.verify import _site_call_values, oracle_states, sequence_steps
 
     family = families.of_model(model_a)
     source, plan, config = rewired(model_a, family, [p.source for p in pairs], outputs=True, inputs=False,
@@ -141,19 +142,21 @@ def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[list, d
     from surgery.sites import find_sites
 
     sites = {s.name: s for s in find_sites(config, family.name)}
-    errors, tolerances = {}, {}
+    checks = {}
     for pair in pairs:
         site = sites[pair.source.name]
         layer, sequence, mask, initial = _site_call_values(family, source, values, site)
         expected = oracle_states(family, layer, sequence, mask, initial)
         for state, want in zip(site.states, expected):
-            got = by_key[(site.name, state.role)].astype(np.float64)
-            errors[f"{site.name}_{state.role}"] = float(np.max(np.abs(got - want))) if got.size else 0.0
-            tolerances[f"{site.name}_{state.role}"] = TOLERANCES.get(state.dtype, 1e-5)
-    report = {"oracle_max_abs_diff": errors, "oracle_tolerance": tolerances,
-              "ok": all(errors[k] <= tolerances[k] for k in errors)}
+            bound = tolerance.bound_for(state.dtype, steps=sequence_steps(sequence))
+            checks[f"{site.name}_{state.role}"] = tolerance.compare(by_key[(site.name, state.role)], want, bound)
+    worst = tolerance.worst(checks.values())
+    report = {"oracle_max_abs_diff": {k: c.max_abs_diff for k, c in checks.items()},
+              "oracle_tolerance": {k: c.bound.describe() for k, c in checks.items()},
+              "oracle_check": worst.describe("A's captured states vs NumPy oracle"),
+              "ok": all(c.ok for c in checks.values())}
     if not report["ok"]:
-        raise VerificationError(f"A's captured states differ from the NumPy oracle: {errors}")
+        raise VerificationError(f"A's captured states differ from the NumPy oracle: {report['oracle_check']}")
     captured = {}
     for pair in pairs:
         for s_state, d_state in zip(pair.source.states, pair.dest.states):
@@ -409,8 +412,7 @@ def prime_summary(report: dict) -> str:
                  f"passed state (max |diff| {max(over, default=0.0):.3g})")
     capture = report.get("capture")
     if capture:
-        worst = max(capture["oracle_max_abs_diff"].values(), default=0.0)
-        text += f"; captured states vs NumPy oracle max |diff| {worst:.3g}"
+        text += "; " + capture["oracle_check"].replace("A's captured states", "captured states")
     return text
 
 

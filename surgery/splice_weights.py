@@ -1098,7 +1098,7 @@ def _byte_chunks(arrays: Iterator[np.ndarray]) -> Iterator[memoryview]:
 
 
 def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom_objects=None, batch: int = 4,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, data=None) -> dict:
     """Reload the written model and check it three ways.
 
     1. every layer of the reloaded model holds exactly what it should: A's converted weights
@@ -1109,7 +1109,8 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
     """
     from surgery import families, oracle
     from surgery.loading import load_model
-    from surgery.verify import TOLERANCES, _site_call_values, random_inputs
+    from surgery import tolerance
+    from surgery.verify import _site_call_values, random_inputs, sequence_steps
 
     b = plan.dest.artifact
     original = load_model(plan.dest.model_artifact, unsafe=unsafe, custom_objects=custom_objects)
@@ -1140,14 +1141,13 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
             raise VerificationError(f"layer {path!r} of the written model does not hold the expected weights")
         layers_checked += 1
     # 2. whole-model outputs
-    values = random_inputs(reloaded, batch=batch, seed=seed)
+    values = random_inputs(reloaded, batch=batch, seed=seed, data=data)
     out_got = family.call(reloaded, values)
     out_ref = family.call(reference, values)
     output_diffs = [float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64)))) if g.size else 0.0
                     for g, r in zip(out_got, out_ref)]
     # 3. spliced layers vs the oracle with A's weights
-    oracle_errors = {}
-    tolerances = {}
+    checks = {}
     sites = {s.name: s for s in find_sites(b.model_config, b.family)}
     for pair in plan.pairs:
         for site_name in pair.dest.sites:
@@ -1159,28 +1159,30 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
                                                  mask=None if mask is None else np.asarray(mask, bool),
                                                  initial_state=initial, family=family.name)
             got = _call_layer(family, layer, sequence, mask, initial)
-            error = max(_max_diff(g, w) for g, w in zip(_flat(got), _flat(want)))
-            oracle_errors[site_name] = error
-            tolerances[site_name] = TOLERANCES.get(site.states[0].dtype if site.states else "float32", 1e-5)
-    ok = all(d == 0.0 for d in output_diffs) and all(oracle_errors[k] <= tolerances[k] for k in oracle_errors)
+            bound = tolerance.bound_for(site.states[0].dtype if site.states else "float32",
+                                        steps=sequence_steps(sequence))
+            checks[site_name] = tolerance.worst(tolerance.compare(g, w, bound)
+                                                for g, w in zip(_flat(got), _flat(want)))
+    ok = all(d == 0.0 for d in output_diffs) and all(c.ok for c in checks.values())
     report = {"ok": ok, "layers_checked": layers_checked, "outputs_identical": all(d == 0.0 for d in output_diffs),
-              "output_max_abs_diff": output_diffs, "oracle_max_abs_diff": oracle_errors,
-              "oracle_tolerance": tolerances, "batch": batch}
+              "output_max_abs_diff": output_diffs,
+              "oracle_max_abs_diff": {k: c.max_abs_diff for k, c in checks.items()},
+              "oracle_tolerance": {k: c.bound.describe() for k, c in checks.items()},
+              "oracle_check": tolerance.worst(checks.values()).describe(
+                  f"{len(checks)} spliced call(s) vs NumPy oracle with A's weights"),
+              "batch": len(values[0]) if values else batch}
     if not ok:
         raise VerificationError(summary(report))
     return report
 
 
 def summary(report: dict) -> str:
-    worst = max(report["oracle_max_abs_diff"].values(), default=0.0)
-    tol = max(report["oracle_tolerance"].values(), default=1e-5)
     verdict = "verified" if report["ok"] else "VERIFICATION FAILED"
     return (f"{verdict}: {report['layers_checked']} layer(s) hold exactly the expected weights; "
             f"{len(report['output_max_abs_diff'])} output(s) "
             f"{'identical' if report['outputs_identical'] else 'differ'} to B with A's weights set by Keras "
             f"(max |diff| {max(report['output_max_abs_diff'], default=0.0):.3g}); "
-            f"{len(report['oracle_max_abs_diff'])} spliced call(s) vs NumPy oracle with A's weights "
-            f"max |diff| {worst:.3g} (tolerance {tol:g})")
+            f"{report['oracle_check']}")
 
 
 def _copy_all_weights(family, source, target) -> None:
@@ -1228,10 +1230,3 @@ def _flat(value) -> list:
     if isinstance(value, (list, tuple)):
         return [leaf for item in value for leaf in _flat(item)]
     return [np.asarray(value, dtype=np.float64)]
-
-
-def _max_diff(got, want) -> float:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if got.shape != want.shape:
-        return float("inf")
-    return float(np.max(np.abs(got - want))) if got.size else 0.0

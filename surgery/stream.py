@@ -41,11 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from surgery import registry
+from surgery import tolerance as tol_policy
 from surgery.errors import NotSupportedError, UsageError, VerificationError
 from surgery.graph import Level, dialect_for, is_model_entry, top_level_entry
 from surgery.quiet import import_keras, import_tensorflow, quiet
 from surgery.rewire import RewirePlan, StateTensor, rewire_states
 from surgery.sites import find_sites
+from surgery.verify import input_id_limits
 
 SEQ = "sequence"      # has a time axis (batch, time, ...)
 STEP = "per-step"     # one step's value (batch, ...) in the original; (batch, K, ...) when streaming
@@ -54,8 +56,6 @@ STATE = "state"       # a recurrent layer's final state
 
 STATE_MODES = ("external", "internal")
 UNROLL_MAX_STEPS = 32
-DEFAULT_TOLERANCE = 1e-5
-_TOLERANCES = {"float32": 1e-5, "float64": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}
 
 # Per-timestep layers that act elementwise or on the last axis whatever the rank: they work
 # unchanged on (batch, K, ...) and on what used to be (batch, ...).
@@ -1057,9 +1057,19 @@ class StreamReport:
     """
 
     length: int
-    tolerance: float
+    tolerance: tol_policy.Bound | float  # the policy's bound; a float is a fixed absolute bound
     runs: list[dict] = field(default_factory=list)
     backends: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, tol_policy.Comparison] = field(default_factory=dict)  # worst per compared value
+
+    def __post_init__(self):
+        self.tolerance = tol_policy.as_bound(self.tolerance)
+
+    def check(self, key: str, got, want) -> float:
+        """Compare elementwise under the report's bound, keep the worst per key; max |diff|."""
+        result = tol_policy.compare(got, want, self.tolerance)
+        self.checks[key] = tol_policy.worst([self.checks[key], result]) if key in self.checks else result
+        return result.max_abs_diff
 
     @staticmethod
     def _worst(dicts: Iterable[dict]) -> dict[str, float]:
@@ -1079,11 +1089,7 @@ class StreamReport:
 
     @property
     def ok(self) -> bool:
-        values = [*self.output_errors.values(), *self.state_errors.values()]
-        for backend in self.backends.values():
-            values += [*backend.get("outputs", {}).values(), *backend.get("states", {}).values(),
-                       *backend.get("vs_keras_step", {}).values()]
-        return all(v <= self.tolerance for v in values)
+        return all(c.ok for c in self.checks.values())
 
     def configurations(self) -> str:
         steps = sorted({r["steps"] for r in self.runs})
@@ -1094,7 +1100,8 @@ class StreamReport:
 
     def summary(self) -> str:
         verdict = "verified streaming" if self.ok else "STREAMING VERIFICATION FAILED"
-        lines = [f"{verdict} ({self.configurations()}) against the full-sequence model, tolerance {self.tolerance:g}:"]
+        lines = [f"{verdict} ({self.configurations()}) against the full-sequence model, "
+                 f"within {self.tolerance.describe()} elementwise:"]
         for name, err in self.output_errors.items():
             lines.append(f"  output {name}: max |err| {err:.3g}")
         for name, err in self.state_errors.items():
@@ -1107,13 +1114,19 @@ class StreamReport:
             if "vs_keras_step" in result:
                 text += f"; vs Keras step model max |err| {max(result['vs_keras_step'].values(), default=0.0):.3g}"
             lines.append(text)
+        if self.checks:
+            lines.append("  " + tol_policy.worst(self.checks.values()).describe("nearest its bound"))
+        bad = [key for key, c in self.checks.items() if not c.ok]
+        if bad:
+            lines.append("  out of bound: " + "; ".join(self.checks[k].describe(k) for k in bad))
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {
             "ok": self.ok,
             "length": self.length,
-            "tolerance": self.tolerance,
+            "tolerance": self.tolerance.describe(),
+            "checks": {key: c.as_dict() for key, c in self.checks.items()},
             "output_max_abs_err": self.output_errors,
             "state_max_abs_err": self.state_errors,
             "runs": self.runs,
@@ -1121,32 +1134,30 @@ class StreamReport:
         }
 
 
-def _tolerance(plan: StreamPlan) -> float:
-    from surgery.verify import TOLERANCES
-
-    dtypes = {s.dtype for s in plan.states.outputs}
-    return max((TOLERANCES.get(d, DEFAULT_TOLERANCE) for d in dtypes), default=DEFAULT_TOLERANCE)
+def _tolerance(plan: StreamPlan, length: int) -> tol_policy.Bound:
+    """The policy's bound for the states' dtypes over `length` streamed steps."""
+    return tol_policy.widest(tol_policy.bound_for(s.dtype, steps=length) for s in plan.states.outputs)
 
 
-def stream_inputs(model_inputs: list, plan: StreamPlan, *, batch: int, length: int, seed: int) -> list[np.ndarray]:
+def stream_inputs(model_inputs: list, plan: StreamPlan, *, batch: int, length: int, seed: int,
+                  limits: list | None = None) -> list[np.ndarray]:
     """Seeded full-length inputs for every original input of a step model.
 
-    Row 0 gets a block of all-zero steps in the middle and, with batch > 1, row 1 a zero
-    tail: Masking and Embedding(mask_zero=True) paths are exercised.
+    limits: per input, the id range of the Embedding it reaches (verify.input_id_limits):
+    such inputs get valid ids whatever their dtype. Row 0 gets a block of all-zero steps in
+    the middle and, with batch > 1, row 1 a zero tail: Masking and Embedding(mask_zero=True)
+    paths are exercised.
     """
+    from surgery.verify import _random_value
+
     rng = np.random.default_rng(seed)
     values = []
-    for tensor, name in zip(model_inputs[: plan.states.original_inputs], plan.original_inputs):
+    limits = list(limits or []) + [None] * len(plan.original_inputs)
+    for tensor, name, limit in zip(model_inputs[: plan.states.original_inputs], plan.original_inputs, limits):
         sequence = name in plan.sequence_inputs
         rest = [d if d is not None else 1 for d in tensor.shape[2 if sequence else 1:]]
         shape = [batch, length, *rest] if sequence else [batch, *rest]
-        dtype = np.dtype(str(tensor.dtype))
-        if np.issubdtype(dtype, np.integer):
-            value = rng.integers(1, 3, size=shape).astype(dtype)
-        elif dtype == np.bool_:
-            value = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            value = rng.standard_normal(shape).astype(dtype)
+        value = _random_value(rng, shape, np.dtype(str(tensor.dtype)), limit)
         if sequence and length >= 10:
             start = length // 5
             value[0, start:start + 3] = 0
@@ -1198,14 +1209,6 @@ def stream_through(step_for: Callable[[int], Callable[[list], list]], inputs: li
     return joined, at
 
 
-def _max_err(a, b) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    return float(np.max(np.abs(a - b))) if a.size else 0.0
-
-
 class _References:
     """Full-sequence results for one input set, cached across step sizes and backends."""
 
@@ -1241,26 +1244,30 @@ class _References:
         return self._original[t]
 
 
-def _compare_run(refs: _References, init_key: str, init: list, streamed: list, states_at: dict) -> dict:
+def _compare_run(refs: _References, init_key: str, init: list, streamed: list, states_at: dict,
+                 check: Callable[[str, object, object], float]) -> dict:
+    """Max |diff| per output/state; `check(key, got, want)` judges each under the policy."""
     plan = refs.plan
     count = len(plan.original_outputs)
     full = refs.full(init_key, init)
-    outputs = {name: _max_err(got, want) for name, got, want in zip(plan.original_outputs, streamed, full[:count])}
+    outputs = {name: check(f"output {name}", got, want)
+               for name, got, want in zip(plan.original_outputs, streamed, full[:count])}
     states = {}
     for t, got_states in states_at.items():
         want_states = refs.states_at(init_key, init, t)
         for state, got, want in zip(plan.states.outputs, got_states, want_states):
-            states[state.name] = max(states.get(state.name, 0.0), _max_err(got, want))
+            states[state.name] = max(states.get(state.name, 0.0), check(f"state {state.name}", got, want))
     original = {}
     if init_key == "zero" and refs.original_fn is not None:
         length = refs.length
         for i, (name, kind) in enumerate(zip(plan.original_outputs, plan.output_kinds)):
+            key = f"output {name} vs the original model"
             if kind == SEQ:
-                original[name] = _max_err(streamed[i], refs.original_at(length)[i])
+                original[name] = check(key, streamed[i], refs.original_at(length)[i])
             elif kind == STEP:
                 worst = 0.0
                 for t in _original_points(length):
-                    worst = max(worst, _max_err(streamed[i][:, t - 1], refs.original_at(t)[i]))
+                    worst = max(worst, check(key, streamed[i][:, t - 1], refs.original_at(t)[i]))
                 original[name] = worst
     return {"outputs": outputs, "states": states, "original": original}
 
@@ -1290,7 +1297,7 @@ def verify_streaming(model, *, steps: Iterable[int] = VERIFY_STEPS, batches: Ite
     sequence_model, seq_plan = build_full_step_model(model, custom_objects=custom_objects)
     original = _build_any_length(sequence_config(config, "keras3"), model, custom_objects)
     sequence_fn, original_fn = compiled_call(sequence_model), compiled_call(original)
-    report = StreamReport(length=length, tolerance=_tolerance(seq_plan))
+    report = StreamReport(length=length, tolerance=_tolerance(seq_plan, length))
     chunk_models: dict[tuple, Callable] = {}
 
     def step_for(k: int):
@@ -1302,14 +1309,15 @@ def verify_streaming(model, *, steps: Iterable[int] = VERIFY_STEPS, batches: Ite
         return chunk_models[key]
 
     for batch in batches:
-        inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch)
+        inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch,
+                               limits=input_id_limits(sequence_model))
         refs = _References(sequence_fn, original_fn, seq_plan, inputs, length)
         for init_key in ("zero", "random"):
             init = initial_states(seq_plan, batch=batch, random=init_key == "random", seed=seed + 7 * batch)
             for k in steps:
                 streamed, states_at = stream_through(step_for, inputs, init, seq_plan, steps=k, length=length,
                                                      checkpoints=_checkpoints(k, length))
-                result = _compare_run(refs, init_key, init, streamed, states_at)
+                result = _compare_run(refs, init_key, init, streamed, states_at, report.check)
                 report.runs.append({"steps": k, "batch": batch, "initial_state": init_key, **result})
     return report
 
@@ -1329,7 +1337,8 @@ def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: Stre
     if keras_step is not None:
         result["vs_keras_step"] = {}
     for batch in batches:
-        inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch)
+        inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch,
+                               limits=input_id_limits(sequence_model))
         refs = _References(sequence_fn, None, seq_plan, inputs, length)
         for init_key in ("zero", "random"):
             init = initial_states(seq_plan, batch=batch, random=init_key == "random", seed=seed + 7 * batch)
@@ -1343,15 +1352,17 @@ def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: Stre
 
             streamed, states_at = stream_through(only(step_fn), inputs, init, seq_plan, steps=k, length=length,
                                                  checkpoints=_checkpoints(k, length))
-            compared = _compare_run(refs, init_key, init, streamed, states_at)
+            compared = _compare_run(refs, init_key, init, streamed, states_at,
+                                    lambda key, got, want: report.check(f"{name}: {key}", got, want))
             for key in ("outputs", "states"):
                 for out_name, err in compared[key].items():
                     result[key][out_name] = max(result[key].get(out_name, 0.0), err)
             if keras_step is not None:
                 expected, _ = stream_through(only(keras_step), inputs, init, seq_plan, steps=k, length=length)
                 for out_name, got, want in zip(seq_plan.original_outputs, streamed, expected):
-                    result["vs_keras_step"][out_name] = max(result["vs_keras_step"].get(out_name, 0.0),
-                                                            _max_err(got, want))
+                    result["vs_keras_step"][out_name] = max(
+                        result["vs_keras_step"].get(out_name, 0.0),
+                        report.check(f"{name} vs Keras step model: {out_name}", got, want))
     report.backends[name] = result
     return result
 
@@ -1547,14 +1558,16 @@ def verify_internal(name: str, driver: _InternalDriver, model, plan: StreamPlan,
     sequence_fn = compiled_call(sequence_model)
     batch = plan.batch_size
     result = {"steps": k, "length": length, "batch": batch, "outputs": {}, "states": {}}
-    inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch)
+    inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch,
+                           limits=input_id_limits(sequence_model))
     refs = _References(sequence_fn, None, seq_plan, inputs, length)
     for init_key in ("zero", "random"):
         init = initial_states(seq_plan, batch=batch, random=init_key == "random", seed=seed + 7 * batch)
         driver.start(init)
         streamed, states_at = stream_through(lambda _k: driver, inputs, init, seq_plan, steps=k, length=length,
                                              checkpoints=_checkpoints(k, length))
-        compared = _compare_run(refs, init_key, init, streamed, states_at)
+        compared = _compare_run(refs, init_key, init, streamed, states_at,
+                                lambda key, got, want: report.check(f"{name}: {key}", got, want))
         for key in ("outputs", "states"):
             for out_name, err in compared[key].items():
                 result[key][out_name] = max(result[key].get(out_name, 0.0), err)
@@ -1565,7 +1578,7 @@ def verify_internal(name: str, driver: _InternalDriver, model, plan: StreamPlan,
     fresh = sequence_fn([x[:, :k] if n in seq_plan.sequence_inputs else x
                          for x, n in zip(inputs, seq_plan.original_inputs)]
                         + initial_states(seq_plan, batch=batch, random=False, seed=0))
-    result["after_reset"] = max((_max_err(a, b) for a, b in
+    result["after_reset"] = max((report.check(f"{name}: first chunk after reset", a, b) for a, b in
                                  zip(first[: len(seq_plan.original_outputs)], fresh[: len(seq_plan.original_outputs)])),
                                 default=0.0)
     result["outputs"]["(after reset)"] = result["after_reset"]
