@@ -152,7 +152,7 @@ def run_supervised(work: Callable[[], int], limits: Limits) -> int:
     def forward(signum, _frame):
         received.append(signum)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM if signum != signal.SIGINT else signal.SIGINT)
+            os.kill(pid, signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
