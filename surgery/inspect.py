@@ -5,6 +5,7 @@ The JSON schema (`SCHEMA`) is stable for pipelines; see the README for every fie
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from surgery.errors import NotSupportedError
@@ -73,12 +74,14 @@ def inspect(path: str | os.PathLike) -> dict:
     if artifact.weights_only:
         report["supported"] = False
         report["unsupported_reason"] = "weights-only file: no model graph to rewire"
+        report["unsafe"] = [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in artifact.hazards]
         return report
     config = artifact.model_config
     report["model"] = {"class_name": config.get("class_name"), "name": config.get("config", {}).get("name")}
-    report["unsafe"] = [
-        {"path": f.path, "kind": f.kind, "detail": f.detail} for f in scan_config(config)
-    ]
+    findings = [*artifact.hazards, *scan_config(config)]
+    for where, embedded in artifact.embedded_configs:
+        findings += [dataclasses.replace(f, path=f"{where}: {f.path}") for f in scan_config(embedded)]
+    report["unsafe"] = [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in findings]
     try:
         report["sites"] = [_with_stored_weights(_site_dict(site), artifact.weight_shapes)
                            for site in find_sites(config, artifact.family)]
@@ -130,7 +133,7 @@ def format_table(report: dict) -> str:
     elif report["supported"] and not report["weights_only"]:
         lines.append("recurrent sites: none")
     if report["unsafe"]:
-        lines.append(f"would execute code on load ({len(report['unsafe'])}; refused unless --unsafe):")
+        lines.append(f"would run code or read other files on load ({len(report['unsafe'])}; refused unless --unsafe):")
         for finding in report["unsafe"]:
             lines.append(f"  {finding['kind']}: {finding['path']}: {finding['detail']}")
     return "\n".join(lines)
