@@ -12,7 +12,6 @@ before writing anything; and plain Keras on the same files shows the attack is r
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil

@@ -207,9 +207,6 @@ MAX_FINDINGS = 100
 MAX_SOFT_HOPS = 16
 MAX_RESOLVE_STEPS = 100_000
 
-_LINK_KINDS = {h5l.TYPE_HARD: "hard", h5l.TYPE_SOFT: "soft", h5l.TYPE_EXTERNAL: "external"}
-
-
 class _Scan:
     def __init__(self, path: str, group: h5py.Group, where: str):
         self.path = path
@@ -230,9 +227,8 @@ class _Scan:
         if self.error is not None:
             raise self.error
         if self.dropped:
-            self.findings.append(
-                Finding(self._where("/"), "hdf5_more", f"{self.dropped} more HDF5 hazards not listed")
-            )
+            more = f"{self.dropped} more HDF5 hazards not listed"
+            self.findings.append(Finding(self._where("/"), "hdf5_more", more))
         return self.shapes, tuple(self.findings)
 
     def _where(self, name: str) -> str:
@@ -344,7 +340,7 @@ class _Scan:
     def _resolve(self, parent: bytes, target: bytes) -> str | None:
         """Follow a soft link's target inside this file; say why it fails, None if it resolves."""
         location = self.root if target.startswith(b"/") else self._open(parent)
-        pending = [part for part in reversed(target.split(b"/"))]
+        pending = list(reversed(target.split(b"/")))
         hops = 0
         while pending:
             part = pending.pop()

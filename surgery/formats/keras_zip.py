@@ -4,8 +4,9 @@ Members: `config.json` (the serialized model), `metadata.json` (`keras_version`,
 `model.weights.h5` (HDF5 weights, stored uncompressed) and optionally `assets/...`.
 
 Reading never extracts anything to disk. JSON members are read with a size cap and a
-decompression-bomb check; weight shapes come from the HDF5 metadata of the weights
-member, read in place through a seekable window onto the archive.
+decompression-bomb check; weight shapes and HDF5 hazards (links, external storage,
+plugin filters: see h5.scan_hdf5) come from the HDF5 metadata of the weights member, read
+in place through a seekable window onto the archive.
 """
 
 from __future__ import annotations
