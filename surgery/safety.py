@@ -12,6 +12,13 @@ Keys that carry code references, from keras/src/saving/serialization_lib.py:
 `config` when class_name is "function" (the function's name), `spec_name` (TypeSpecs);
 Lambda layers carry `function` ({"class_name": "__lambda__", "config": {"code": ...}} in
 Keras 3, base64 marshalled bytecode plus "function_type": "lambda" in Keras 2).
+
+Allowlists, not denylists: a `module` passes only with a class or function Keras itself
+writes there (keras_names.py); a class_name without a module only if Keras knows it;
+tf_keras op layers only with pure TensorFlow ops and tensor attributes (tf_pure_ops.py).
+Values that name a file (a string `vocabulary`, any `*_file` / `*_path` / `filepath` key)
+or a URL anywhere are refused as "file_reference": tf_keras reads a vocabulary file while
+the model is rebuilt, even in its safe mode.
 """
 
 from __future__ import annotations

@@ -389,3 +389,63 @@ def build_malicious_corpus(directory: Path, weights_source: Path) -> list[Malici
             write_h5_file(path, config)
         cases.append(MaliciousCase(name, path, canary, expected_path, expected_kind))
     return cases
+
+
+# ----------------------------------------------------------------------------------------
+# Genuine small models to tamper with (config-level attacks: file references, op layers)
+
+
+def save_genuine_config_models(directory: Path) -> dict[str, Path]:
+    """Real tf_keras / Keras 3 models whose configs the config-attack tests tamper with."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+    import tf_keras
+
+    paths = {name: directory / name for name in (
+        "tk_lookup.h5", "tk_ops.h5", "tk_ragged.h5", "k3_lookup.keras", "k3_dense.keras")}
+    text = tf_keras.Input((1,), dtype="string", name="text")
+    tf_keras.Model(text, tf_keras.layers.StringLookup(
+        vocabulary=["alpha", "beta"], name="lookup")(text)).save(paths["tk_lookup.h5"])
+
+    x = tf_keras.Input((4, 3), name="x")
+    y = tf.math.add(x, 1.0)  # TFOpLambda "math.add"
+    y = y[:, -1]  # SlicingOpLambda "__operators__.getitem"
+    tf_keras.Model(x, tf_keras.layers.Dense(2, name="dense")(y)).save(paths["tk_ops.h5"])
+
+    values = tf_keras.Input((), name="v", batch_size=6)
+    lengths = tf_keras.Input((), name="l", dtype="int64", batch_size=3)
+    ragged = tf.RaggedTensor.from_row_lengths(values, lengths)  # ClassMethod
+    tf_keras.Model([values, lengths], ragged.to_tensor()).save(  # InstanceMethod
+        paths["tk_ragged.h5"])
+
+    text3 = keras.Input((1,), dtype="string", name="text")
+    keras.Model(text3, keras.layers.StringLookup(
+        vocabulary=["alpha", "beta"], name="lookup")(text3)).save(paths["k3_lookup.keras"])
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")]).save(
+        paths["k3_dense.keras"])
+    return paths
+
+
+def tamper_h5_config(source: Path, target: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of a real HDF5 model whose model_config went through `edit` (in place)."""
+    target.write_bytes(source.read_bytes())
+    with h5py.File(target, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        edit(config)
+        handle.attrs["model_config"] = json.dumps(config)
+    return target
+
+
+def tamper_keras_config(source: Path, target: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of a real .keras zip whose config.json went through `edit` (in place)."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as archive:
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            archive.writestr(item, data)
+    return target
