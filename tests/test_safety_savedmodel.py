@@ -434,6 +434,36 @@ def test_traced_save_called_from_elsewhere_is_refused(reference_models, tmp_path
     assert "outside the saver" in finding.detail
 
 
+def test_function_named_graph_cannot_borrow_the_saver_node_name(reference_models, tmp_path):
+    """The saver's own call is allowed only from the graph's top level, not from a
+    library function that copies its node name."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    source = reference_models["tk_savedmodel"]
+    model = copy_model(source, tmp_path / "sm")
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((model / "saved_model.pb").read_bytes())
+    meta = saved_model.meta_graphs[0]
+    saver_node = meta.saver_def.save_tensor_name.split(":")[0]
+    impostor = meta.graph_def.library.function.add()
+    impostor.signature.name = "graph"
+    call = impostor.node_def.add(name=saver_node, op="StatefulPartitionedCall")
+    call.attr["f"].func.name = traced_function(source, "save")
+    (model / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    [finding] = read_artifact(model).hazards
+    assert finding.path == f"saved_model.pb:graph/{saver_node}"
+    assert "outside the saver" in finding.detail
+
+
+def test_unsafe_opts_in_for_graph_hazards(tampered, tmp_path):
+    model, _, _ = tampered["read_file"]
+    out = tmp_path / "exposed.keras"
+    result = cli("expose-state", model, "-o", out, "--unsafe")
+    assert result.returncode == 0, result.stderr
+    assert out.exists()
+    assert SECRET_MARKER.encode() not in out.read_bytes()
+
+
 def test_restore_from_a_constant_path_is_refused(reference_models, tmp_path, secret):
     source = reference_models["tk_savedmodel"]
 

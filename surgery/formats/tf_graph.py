@@ -514,9 +514,9 @@ def _scan_meta_graph(graph: MetaGraph, prefix: str) -> list[Finding]:
         path = f"{prefix}{_name(owner)}/{_name(node_name)}"
         findings.append(Finding(path, FINDING_KIND, detail))
 
-    def check_reference(owner: str, node: NodeDef, target: str, how: str) -> None:
+    def check_reference(owner: str, node: NodeDef, target: str, how: str, top: bool) -> None:
         if target in traced:
-            if saver_calls.get((owner, node.name)) != target:
+            if not (top and saver_calls.get(node.name) == target):
                 report(owner, node.name,
                        f"{how} TensorFlow's checkpoint function {_printable(target)} "
                        "outside the saver")
@@ -527,15 +527,16 @@ def _scan_meta_graph(graph: MetaGraph, prefix: str) -> list[Finding]:
                 report(owner, node.name, f"{how} op {_printable(target)} by name, which {reason}")
 
     def scan_nodes(owner: str, nodes: tuple[NodeDef, ...], function: FunctionDef | None):
+        top = function is None  # the graph's own nodes, where the saver's calls live
         allowed = _allowed_checkpoint_nodes(function, traced) if function else frozenset()
         for node in nodes:
             reason = op_hazard(node.op, node.strings)
             if reason is not None and node.name not in allowed:
                 report(owner, node.name, f"op {_printable(node.op)} {reason}")
             elif node.op in library or node.op in traced:
-                check_reference(owner, node, node.op, "calls")
+                check_reference(owner, node, node.op, "calls", top)
             for target in node.calls:
-                check_reference(owner, node, target, "attr calls")
+                check_reference(owner, node, target, "attr calls", top)
             remote = _remote_job(node.device)
             if remote:
                 report(owner, node.name,
@@ -557,15 +558,15 @@ def _scan_meta_graph(graph: MetaGraph, prefix: str) -> list[Finding]:
 
 def _checkpoint_functions(
     graph: MetaGraph, library: dict[str, FunctionDef]
-) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+) -> tuple[dict[str, str], dict[str, str]]:
     """TF's traced save/restore functions and the saver nodes allowed to call them.
 
-    Returns ({function name: "save" | "restore"}, {("graph", node name): function name}).
+    Returns ({function name: "save" | "restore"}, {graph node name: function name}).
     A function counts only if the SaverDef's own node calls it, its name is the one TF
     gives it, and it matches the role (the save tensor's node calls a save function).
     """
     traced: dict[str, str] = {}
-    callers: dict[tuple[str, str], str] = {}
+    callers: dict[str, str] = {}
     if graph.saver is None:
         return traced, callers
     by_name = {node.name: node for node in graph.nodes}
@@ -578,7 +579,7 @@ def _checkpoint_functions(
         match = _TRACED_FUNCTION.fullmatch(target)
         if match and match.group(1) == role and target in library and target not in traced:
             traced[target] = role
-            callers[("graph", node.name)] = target
+            callers[node.name] = target
     return traced, callers
 
 
