@@ -596,6 +596,8 @@ def _allowed_checkpoint_nodes(function: FunctionDef, traced: dict[str, str]) -> 
         return frozenset()
     prefix = function.input_args[0]
     nodes = {node.name: node for node in function.nodes}
+    if len(nodes) != len(function.nodes) or prefix in nodes:
+        return frozenset()  # duplicate names: which node an input means is ambiguous
 
     def data_inputs(node: NodeDef) -> list[str]:
         return [_producer(text) for text in node.inputs if not text.startswith("^")]
