@@ -156,16 +156,24 @@ def _normalize_modes(path: Path, directory: bool) -> None:
     mask = _umask()
     file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
     if not directory:
-        os.chmod(path, file_mode)
+        _chmod(path, file_mode)
         return
-    os.chmod(path, dir_mode)
+    _chmod(path, dir_mode)
     for root, dirs, files in os.walk(path):
         for name in dirs:
-            if not os.path.islink(os.path.join(root, name)):
-                os.chmod(os.path.join(root, name), dir_mode)
+            _chmod(os.path.join(root, name), dir_mode)
         for name in files:
-            if not os.path.islink(os.path.join(root, name)):
-                os.chmod(os.path.join(root, name), file_mode)
+            _chmod(os.path.join(root, name), file_mode)
+
+
+def _chmod(path, mode: int) -> None:
+    if os.path.islink(path):
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as error:  # filesystems without modes (vfat, some FUSE) refuse; nothing to set there
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
 
 
 def temp_path(dest: str | os.PathLike, *, suffix: str | None = None) -> Path:
@@ -243,6 +251,9 @@ class Outputs:
                 handle.flush()
                 os.fsync(handle.fileno())
             self._staged.insert(0, (target, temp, False))
+        names = [_real_parent(dest) for dest, _t, _d in self._staged]
+        if len(set(names)) != len(names):
+            raise UsageError(f"two outputs of this run name the same path: {sorted(map(str, names))}")
         for dest, temp, directory in self._staged:
             if self.force:  # again: the directory may have changed during the work
                 _check_replaceable(dest, directory)

@@ -1608,8 +1608,9 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
     tflite_path = Path(tflite_path) if tflite_path else None
     if tflite_path is not None:
         saving.check_output(source, tflite_path, force, directory=False)
-        if tflite_path.resolve() == output.resolve():
-            raise UsageError("--tflite and -o name the same path")
+        if tflite_path.resolve() in (output.resolve(), saving.manifest_path(output).resolve()) or \
+                output.resolve() in tflite_path.resolve().parents:
+            raise UsageError(f"--tflite {str(tflite_path)!r} collides with -o {str(output)!r} or its manifest")
     artifact = formats.read_artifact(source)
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; streaming needs a full model file")

@@ -126,6 +126,13 @@ def test_stream_output_directory_around_the_input_is_refused(work):
     assert snapshot(work) == before
 
 
+def test_stream_tflite_path_colliding_with_the_manifest_is_refused(work, tmp_path):
+    out = tmp_path / "step_sm"
+    result = cli("stream", work / "model.keras", "-o", out, "--tflite", saving.manifest_path(out), "--no-verify")
+    assert result.returncode == 2 and "collides" in result.stderr, result.stderr
+    assert not out.exists() and not saving.manifest_path(out).exists()
+
+
 # ---------------------------------------------------------------------------------------
 # What --force may replace
 
