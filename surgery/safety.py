@@ -551,7 +551,11 @@ def _check_module(
         )
     if class_name == "function":
         allowed = KERAS_FUNCTION_MODULES.get(module) if module else KNOWN_FUNCTION_NAMES
-        if allowed is not None and function_name in allowed:
+        # Keras 3 looks a non-"builtins" function up by registered_name: both must pass.
+        names_ok = function_name in (allowed or ()) and (
+            module == "builtins" or registered in (None, function_name, "function")
+        )
+        if names_ok:
             return None
         # Keras 3 writes a registered custom function as module "builtins" with the
         # "package>name" registration as its config.

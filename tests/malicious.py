@@ -403,6 +403,7 @@ def save_genuine_config_models(directory: Path) -> dict[str, Path]:
     import tensorflow as tf
     import tf_keras
 
+    tf_keras.backend.clear_session()  # op layers get their layer names from a session counter
     paths = {name: directory / name for name in (
         "tk_lookup.h5", "tk_ops.h5", "tk_ragged.h5", "k3_lookup.keras", "k3_dense.keras")}
     text = tf_keras.Input((1,), dtype="string", name="text")

@@ -48,7 +48,8 @@ def bait(tmp_path_factory):
 
 
 def _layer(config, name):
-    return next(layer for layer in config["config"]["layers"] if layer["config"]["name"] == name)
+    return next(layer for layer in config["config"]["layers"]
+                if layer["config"]["name"] == name or layer["config"]["name"].startswith(name + "_"))
 
 
 def _vocabulary_file(config, bait):
@@ -480,6 +481,8 @@ def test_function_references_need_a_genuine_keras_function():
     assert scan_config(dense(function("keras.losses", "rmtree")))[0].kind == "foreign_module"
     assert scan_config(dense(function("builtins", "rmtree")))[0].kind == "foreign_module"
     assert scan_config(dense(function("tf_keras.src.utils", "relu")))[0].kind == "foreign_module"
+    mismatched = {**function("keras.activations", "relu"), "registered_name": "serialize"}
+    assert scan_config(dense(mismatched))[0].kind == "foreign_module"
 
 
 def test_typespec_and_markers():
