@@ -254,8 +254,12 @@ def _state_map(model: Model, items: list[dict]) -> dict[str, tuple[str, int]]:
         if layer not in ref.configs:
             continue
         roles = real_oracle.oracle.state_roles(ref.configs[layer])
-        if item["role"] in roles:
-            out[item["name"]] = (layer, roles.index(item["role"]))
+        role = item["role"]
+        for short, long in (("fw_", "forward/"), ("bw_", "backward/")):
+            if role.startswith(short):
+                role = long + role[len(short):]
+        assert role in roles, f"state {item['name']}: role {item['role']!r} is none of the oracle's {roles}"
+        out[item["name"]] = (layer, roles.index(role))
     return out
 
 
