@@ -205,11 +205,36 @@ def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, 
         original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
     if fmt == "savedmodel" and artifact.family == "keras3":
         reloaded = _SavedModelAdapter(temp, rebuilt_live, plan)
+    elif rebuilt_live is None and fmt == "keras" and artifact.family == "keras3":
+        reloaded = _written_sharing_weights(artifact, temp, original, unsafe=unsafe, custom_objects=custom_objects)
     else:
         reloaded = load_model(temp, unsafe=unsafe, custom_objects=custom_objects)
     sites = find_sites(new_config, artifact.family)
     report = verify(original, reloaded, plan, sites, data=data)
     return raise_if_failed(report)
+
+
+def _written_sharing_weights(artifact, temp: Path, original, *, unsafe, custom_objects):
+    """The written .keras file as a live model, without loading its weights a second time.
+
+    Its weights member was copied byte for byte: its CRC-32 is checked to equal the source
+    member's (itself checked against the source bytes during the copy), so the original's
+    weights are the written ones and the rebuilt model shares them. Its config is read back
+    from the written file and scanned like any loaded file before Keras builds it.
+    """
+    from surgery import keras3_load
+    from surgery.errors import VerificationError
+    from surgery.formats import keras_zip
+
+    written = formats.read_artifact(temp)
+    ensure_artifact_safe(written, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    source_crc = keras_zip.member_crc32(artifact.path, keras_zip.WEIGHTS_MEMBER)
+    if keras_zip.member_crc32(temp, keras_zip.WEIGHTS_MEMBER) != source_crc:
+        raise VerificationError(f"the written weights of {str(temp)!r} differ from the source's")
+    # A class of the other family cannot live in a Keras 3 model (families.custom_objects_for).
+    pick = getattr(families, "custom_objects_for", lambda _family, objects: objects or {})
+    custom = pick("keras3", custom_objects)
+    return keras3_load.build_sharing(written.model_config, original, custom_objects=custom, safe_mode=not unsafe)
 
 
 class _SavedModelAdapter:

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from surgery import channels_first
+from surgery import channels_first, keras3_load
 from surgery.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, SurgeryError, UnreadableModelError
 from surgery.quiet import import_keras, quiet
@@ -48,8 +48,9 @@ class Keras3Family:
         keras = self.keras
         try:
             with quiet():
-                return keras.saving.load_model(path, custom_objects={**_keras3_mask_ops(), **custom_objects},
-                                               compile=False, safe_mode=safe_mode)
+                # Keras' loader, less the initializer work it throws away (surgery.keras3_load).
+                return keras3_load.load(path, custom_objects={**_keras3_mask_ops(), **custom_objects},
+                                        safe_mode=safe_mode)
         except SurgeryError:
             raise
         except Exception as error:

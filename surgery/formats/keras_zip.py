@@ -418,6 +418,16 @@ def _member_crc32(source_path: str, info: zipfile.ZipInfo) -> int:
     return crc
 
 
+def member_crc32(path: str | os.PathLike, name: str) -> int | None:
+    """CRC-32 of a stored member's bytes as they are in the file (None: no such member)."""
+    with zipfile.ZipFile(path) as archive:
+        try:
+            info = archive.getinfo(name)
+        except KeyError:
+            return None
+    return _member_crc32(os.fspath(path), info)
+
+
 def _raw_copy_member(source_path: str, dest: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     """Append a member's local header and data unchanged, and register it for the directory."""
     dest.fp.flush()
