@@ -199,6 +199,9 @@ def _report_write(result, as_json: bool) -> None:
             "manifest": str(result.manifest),
             "format": result.format,
             "weights_copied_byte_for_byte": result.fast_path,
+            "already_exposed": getattr(result, "already_exposed", False),
+            "reused_state_io": ({"outputs": list(result.reused.outputs), "inputs": list(result.reused.inputs)}
+                                if getattr(result, "reused", None) else None),
             "state_outputs": [s.as_dict() for s in plan.outputs],
             "state_inputs": [s.as_dict() for s in plan.inputs],
             "skipped": [{"site": s, "reason": r} for s, r in plan.skipped],
@@ -206,6 +209,9 @@ def _report_write(result, as_json: bool) -> None:
         })
         return
     click.echo(f"wrote {result.output} ({result.format}) and {result.manifest.name}")
+    if getattr(result, "reused", None):
+        click.echo(("already exposed: " if result.already_exposed else "reused: ")
+                   + f"the input had {result.reused.describe()}; kept under the same names")
     if plan.outputs:
         click.echo(f"state outputs (after the {plan.original_outputs} original): "
                    + ", ".join(f"{s.name} {_shape(s.shape)}" for s in plan.outputs))
@@ -326,9 +332,13 @@ def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_
 def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt, verify, force, unsafe,
            custom_objects_file, as_json):
     """Move A's trained recurrent weights or final state into B."""
+    from surgery.loading import load_custom_objects
     from surgery.splice import plan as splice_plan, splice as run_splice
 
-    the_plan = splice_plan(a, b, mode, list(mapping), data=data, unsafe=unsafe)
+    # The plan trusts the custom classes by name (loading the file imports Keras, so a
+    # dry run only does so when --custom-objects is given).
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    the_plan = splice_plan(a, b, mode, list(mapping), data=data, unsafe=unsafe, custom_objects=custom)
     if not as_json:
         click.echo("\n".join(the_plan.lines()))
     if dry_run:
@@ -337,9 +347,6 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
         else:
             click.echo("dry run: nothing written")
         return
-    from surgery.loading import load_custom_objects
-
-    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = run_splice(a, b, mode, list(mapping), output=output, data=data, fmt=fmt, store=store,
                         keep_override=keep_override, verify=verify, force=force, unsafe=unsafe,
                         custom_objects=custom, progress=Progress(not as_json))
@@ -376,6 +383,38 @@ def stream(model, output, state, steps, batch_size, tflite_path, verify, force, 
     result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,
                          verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
                          progress=Progress(not as_json))
+    if as_json:
+        _emit_json(result.as_dict())
+        return
+    click.echo("\n".join(result.lines()))
+
+
+@main.command("extract-states")
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, help="Sequences: .npy, .npz, .tfrecord, .parquet, or a folder or glob of them.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .npz or .parquet.")
+@click.option("--layer", "layers", multiple=True, help="Only this recurrent layer (name, site or path); repeatable.")
+@click.option("--trajectory", is_flag=True, help="Every state at every timestep (and the mask), not only the final one.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["npz", "parquet"]), help="Default: from the output's extension.")
+@click.option("--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True)
+@click.option("--beam-option", "beam_options", multiple=True, metavar="OPT",
+              help="An Apache Beam pipeline option, e.g. --beam-option=--runner=FlinkRunner; repeatable.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def extract_states(model, data, output, layers, trajectory, batch_size, fmt, runner, beam_options, force, unsafe,
+                   custom_objects_file, as_json):
+    """Run MODEL over a dataset and write its recurrent states (final, or every step)."""
+    from surgery.extract.progress import ProgressBar
+    from surgery.extract import extract_states as run_extract
+    from surgery.loading import load_custom_objects
+
+    custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    result = run_extract(model, data, output, layers=layers or None, trajectory=trajectory, batch_size=batch_size,
+                         fmt=fmt, force=force, unsafe=unsafe, custom_objects=custom, runner=runner,
+                         beam_options=beam_options, progress=ProgressBar(enabled=not as_json))
     if as_json:
         _emit_json(result.as_dict())
         return
