@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from surgery import families, formats, saving
+from surgery import families, formats, saving, state_io
 from surgery.artifact import ModelArtifact
 from surgery.errors import UsageError
 from surgery.loading import load_model
@@ -67,6 +67,8 @@ class WriteResult:
     format: str
     fast_path: bool
     report: object | None  # VerifyReport when verified
+    reused: object | None = None  # state_io.StateIO the input already had
+    already_exposed: bool = False  # the input already had exactly this state I/O
 
 
 def expose_state_file(
@@ -99,13 +101,31 @@ def expose_state_file(
         return _expose_live(artifact, output, strip=strip, to_keras3=translate_to_keras3, layers=layers,
                             outputs=outputs, inputs=inputs, fmt=fmt, verify=verify, force=force,
                             unsafe=unsafe, custom_objects=custom_objects, progress=progress, data=data)
+    # State I/O already there (from any command) is taken off and redone under the same names,
+    # together with what is asked now: exposing twice changes nothing.
+    found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
+    reference = None
+    if found:
+        artifact = dataclasses.replace(
+            artifact, model_config=state_io.strip_state_io(artifact.model_config, artifact.family, found))
+        layers = sorted({*layers, *found.sites}) if layers else None
+        outputs, inputs = outputs or bool(found.outputs), inputs or bool(found.inputs)
+        if verify:
+            reference = state_io.plain_model(artifact.path, unsafe=unsafe, custom_objects=custom_objects,
+                                             progress=progress).model
     new_config, plan = rewire_states(
         artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
     )
-    return write_rewired(
+    result = write_rewired(
         artifact, new_config, plan, output, operation="expose-state", tag="exposed", fmt=fmt,
         verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress, data=data,
+        reference_model=reference,
     )
+    if found:
+        same = ({s.name for s in plan.outputs} == set(found.outputs)
+                and {s.name for s in plan.inputs} == set(found.inputs))
+        result = dataclasses.replace(result, reused=found, already_exposed=same)
+    return result
 
 
 def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, outputs, inputs, fmt, verify,
@@ -135,11 +155,13 @@ def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, o
 
 def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *, operation: str,
                   tag: str, fmt=None, verify=True, force=False, unsafe=False, custom_objects=None,
-                  progress=None, original_model=None, data=None) -> WriteResult:
+                  progress=None, original_model=None, data=None, reference_model=None) -> WriteResult:
     """Write a rewired config as a verified artifact. Shared by every config-level operation.
 
     original_model: the live model the config came from, when it is not the file itself (a
     translation); the weights then come from it rather than from the file.
+    reference_model: what the result is verified against when that is not the file (the file
+    without the state I/O it already had).
     """
     step = progress or (lambda _message: None)
     fmt = saving.infer_format(output, fmt) if output is not None else (fmt or artifact.format)
@@ -169,7 +191,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             _write_live(family, rebuilt_live, temp, fmt, plan)
         if verify:
             step("verifying")
-            report = _verify_written(artifact, temp, fmt, new_config, plan, original, rebuilt_live,
+            report = _verify_written(artifact, temp, fmt, new_config, plan, reference_model or original, rebuilt_live,
                                      unsafe=unsafe, custom_objects=custom_objects, data=data)
         manifest = saving.build_manifest(
             artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from surgery.errors import NotSupportedError
+from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.formats import read_artifact
 from surgery.safety import scan_config
 from surgery.sites import Site, find_sites
+from surgery.state_io import find_state_io, read_manifest
 
 SCHEMA = "lstm-surgery/inspect/v1"
 
@@ -55,7 +56,13 @@ def _with_stored_weights(site: dict, weight_shapes: dict) -> dict:
 
 def inspect(path: str | os.PathLike) -> dict:
     """Describe a model file: format, family, recurrent sites, and content that would run code."""
-    artifact = read_artifact(path)
+    try:
+        artifact = read_artifact(path)
+    except (UnreadableModelError, NotSupportedError):
+        served = _serving_savedmodel(path)
+        if served is None:
+            raise
+        return served
     report = {
         "schema": SCHEMA,
         "path": str(path),
@@ -85,10 +92,31 @@ def inspect(path: str | os.PathLike) -> dict:
     try:
         report["sites"] = [_with_stored_weights(_site_dict(site), artifact.weight_shapes)
                            for site in find_sites(config, artifact.family)]
+        found = find_state_io(config, artifact.family, read_manifest(artifact.path))
+        report["state_io"] = {"outputs": list(found.outputs), "inputs": list(found.inputs), "from": found.source}
     except NotSupportedError as error:
         report["supported"] = False
         report["unsupported_reason"] = str(error)
     return report
+
+
+def _serving_savedmodel(path) -> dict | None:
+    """A SavedModel with only a serving signature (what `stream` writes for Keras 3) has no
+    Keras config to read; its manifest describes it. None when there is no such manifest."""
+    manifest = read_manifest(path)
+    if manifest is None or not os.path.isdir(path):
+        return None
+    return {
+        "schema": SCHEMA, "path": str(path), "format": manifest.get("format", "savedmodel"),
+        "family": manifest.get("family"), "keras_version": None, "weights_only": False,
+        "model": {"class_name": "serving SavedModel", "name": manifest.get("operation")},
+        "supported": True, "unsupported_reason": None, "sites": [], "unsafe": [], "weights": {},
+        "state_io": {"outputs": [s["name"] for s in manifest.get("state_outputs", [])],
+                     "inputs": [s["name"] for s in manifest.get("state_inputs", [])], "from": "manifest"},
+        "serving": {"operation": manifest.get("operation"), "inputs": manifest.get("model_inputs", []),
+                    "outputs": manifest.get("model_outputs", []), "signatures": manifest.get("signatures"),
+                    "state": manifest.get("state")},
+    }
 
 
 def format_table(report: dict) -> str:
@@ -101,6 +129,16 @@ def format_table(report: dict) -> str:
         lines.append(f"model: {report['model']['name']} ({report['model']['class_name']})")
     if not report["supported"]:
         lines.append(f"not supported: {report['unsupported_reason']}")
+    serving = report.get("serving")
+    if serving:
+        lines.append(f"written by `{serving['operation']}` ({serving.get('state')} state); no Keras config inside, "
+                     "described by its manifest")
+        lines.append("signature serving_default: " + ", ".join(serving["inputs"]) + " -> "
+                     + ", ".join(serving["outputs"]))
+    state_io = report.get("state_io") or {}
+    if state_io.get("outputs") or state_io.get("inputs"):
+        lines.append(f"state I/O already there (from its {state_io['from']}; reused by every command): "
+                     + ", ".join([*state_io["inputs"], *state_io["outputs"]]))
     if report["weights_only"]:
         lines.append(f"weights: {len(report['weights'])} tensors")
         for name, shape in sorted(report["weights"].items()):

@@ -640,6 +640,7 @@ class SplitResult:
     decoder_manifest: Path
     plan: SplitPlan
     report: StepReport | None
+    input_model: object | None = None  # state_io.Plain: state I/O reused, Keras 2 translated
 
 
 def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool = True, unsafe: bool = False,
@@ -666,8 +667,11 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
     if outdir.is_dir():
         for target in targets:
             saving.check_output(artifact.path, target, force, directory=False)
-    step("loading the model")
-    original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    from surgery import state_io
+
+    # State I/O another command added is taken off; a Keras 2 model is translated (and checked).
+    plain = state_io.plain_model(artifact, keras3=True, unsafe=unsafe, custom_objects=custom_objects, progress=step)
+    original = plain.model
     step("splitting")
     split = split_seq2seq(original, custom_objects=custom_objects)
     created = not outdir.exists()
@@ -697,7 +701,7 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
                     artifact=target, fmt="keras", family="keras3", operation=OPERATION, plan=rewire_plan,
                     source=artifact.path, source_sha256=source_hash.result(),
                     model_inputs=input_names(model), model_outputs=list(model.output_names),
-                    extra={"role": role, "split": plan.as_dict(),
+                    extra={"role": role, "split": plan.as_dict(), "input_model": plain.as_dict(),
                            "verification": report.as_dict() if report is not None else None},
                 )
             placed = outputs.commit(manifests)  # both manifests, then both models
@@ -705,7 +709,7 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
         if created:
             _remove_if_empty(outdir)
         raise
-    return SplitResult(outdir, targets[0], targets[1], placed[targets[0]], placed[targets[1]], plan, report)
+    return SplitResult(outdir, targets[0], targets[1], placed[targets[0]], placed[targets[1]], plan, report, plain)
 
 
 def _remove_if_empty(directory: Path) -> None:
@@ -726,6 +730,7 @@ def format_result(result: SplitResult) -> str:
     lines = [
         f"wrote {result.encoder} and {result.encoder_manifest.name}",
         f"wrote {result.decoder} and {result.decoder_manifest.name}",
+        *(result.input_model.report_lines() if result.input_model is not None else []),
         f"encoder:      {', '.join(plan.encoder_inputs)} -> {states(enc.outputs)}",
         f"decoder step: {', '.join(plan.decoder_inputs)} + {', '.join(s.name for s in dec.inputs)} "
         f"-> {', '.join(plan.original_outputs)} + {states(dec.outputs)}",
@@ -746,6 +751,7 @@ def result_dict(result: SplitResult) -> dict:
         "manifests": [str(result.encoder_manifest), str(result.decoder_manifest)],
         **result.plan.as_dict(),
         "verification": result.report.as_dict() if result.report is not None else None,
+        "input_model": result.input_model.as_dict() if result.input_model is not None else None,
     }
 
 

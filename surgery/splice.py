@@ -139,6 +139,9 @@ def plan(a, b, mode: str = "chain", mapping=None, *, data=None, unsafe: bool = F
                                                custom_objects=custom_objects))
     from surgery.splice_chain import site_pairs
 
+    # chain/prime rebuild the graph: state I/O another command added is taken off first (and
+    # by _load_pair on the live models), so B's sites can receive A's state again.
+    a_artifact, b_artifact = (_without_state_io(a_artifact), _without_state_io(b_artifact))
     site_plan = site_pairs(a_artifact, b_artifact, pairs, mode=mode)
     shapes = None
     if mode == "prime":
@@ -241,11 +244,24 @@ def _layer_at(family, model, path: str):
 # mode chain
 
 
-def _load_pair(p: SplicePlan, *, unsafe, custom_objects):
-    from surgery.loading import load_model
+def _without_state_io(artifact: ModelArtifact) -> ModelArtifact:
+    import dataclasses
 
-    return (load_model(p.a, unsafe=unsafe, custom_objects=custom_objects),
-            load_model(p.b, unsafe=unsafe, custom_objects=custom_objects))
+    from surgery import state_io
+
+    found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
+    if not found:
+        return artifact
+    return dataclasses.replace(artifact, model_config=state_io.strip_state_io(artifact.model_config,
+                                                                              artifact.family, found))
+
+
+def _load_pair(p: SplicePlan, *, unsafe, custom_objects):
+    from surgery import state_io
+
+    # Models without the state I/O another command added (see plan()).
+    return (state_io.plain_model(p.a, unsafe=unsafe, custom_objects=custom_objects).model,
+            state_io.plain_model(p.b, unsafe=unsafe, custom_objects=custom_objects).model)
 
 
 def _save_live(model, temp: Path, fmt: str) -> None:

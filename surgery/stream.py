@@ -1388,9 +1388,11 @@ class StreamResult:
     report: StreamReport | None
     tflite: Path | None = None
     tflite_report: object | None = None  # tflite.OpReport
+    input_model: object | None = None  # state_io.Plain: state I/O reused, Keras 2 translated
 
     def as_dict(self) -> dict:
         return {
+            "input_model": self.input_model.as_dict() if self.input_model is not None else None,
             "ok": True,
             "output": str(self.output),
             "manifest": str(self.manifest),
@@ -1408,6 +1410,7 @@ class StreamResult:
         per_call = f"{plan.steps} step{'s' if plan.steps != 1 else ''} per call"
         batch = f"batch {plan.batch_size}" if plan.batch_size else "any batch"
         out = [f"wrote {self.output} ({self.format}, {self.state} state, {per_call}, {batch}) and {self.manifest.name}"]
+        out += self.input_model.report_lines() if self.input_model is not None else []
         shapes_in = dict(zip(plan.input_names, plan.input_shapes))
         shapes_out = dict(zip(plan.output_names, plan.output_shapes))
         if self.state == "internal":
@@ -1615,12 +1618,16 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; streaming needs a full model file")
     ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
-    if artifact.family != "keras3":
-        raise NotSupportedError(f"streaming works on Keras 3 models; {str(source)!r} is {artifact.family!r}")
-    # Refuse what cannot stream before loading anything heavy.
-    step_config(artifact.model_config, artifact.family, steps=steps, batch_size=batch_size)
-    step_msg("loading the model")
-    model = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    from surgery import state_io
+
+    # State I/O another command added is taken off here and redone under the same names.
+    found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
+    if artifact.family == "keras3":  # refuse what cannot stream before loading anything heavy
+        step_config(state_io.strip_state_io(artifact.model_config, artifact.family, found), artifact.family,
+                    steps=steps, batch_size=batch_size)
+    plain = state_io.plain_model(artifact, keras3=True, unsafe=unsafe, custom_objects=custom_objects,
+                                 progress=step_msg)
+    model = plain.model
     if state == "internal":
         batch_size = batch_size or 1
     step_msg("building the step model")
@@ -1663,6 +1670,7 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
             "verification": report.as_dict() if report is not None else None,
             "tflite": ({"path": tflite_path.name, "ops": converted.report.as_dict()} if converted is not None else None),
         }
+        extra["input_model"] = plain.as_dict()
         manifest = saving.build_manifest(
             artifact=output, fmt=fmt, family="keras3", operation="stream", plan=plan.states, source=artifact.path,
             source_sha256=saving.sha256_of(artifact.path), model_inputs=list(plan.input_names),
@@ -1671,7 +1679,7 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
         # The .tflite is described by this manifest: it is moved in after it, with the model.
         manifest_file = outputs.commit({output: manifest})[output]
     return StreamResult(output, manifest_file, fmt, state, plan, report, tflite_path,
-                        converted.report if converted is not None else None)
+                        converted.report if converted is not None else None, plain)
 
 
 def _signature_doc(plan: StreamPlan, state: str) -> dict:
