@@ -56,6 +56,17 @@ class ColumnStore:
             count = len(value)
         self.rows = max(self.rows, row + count)
 
+    def read_rows(self, start: int, count: int) -> dict[str, np.ndarray]:
+        """Rows already written (the sample a distributed run is checked on)."""
+        out = {}
+        for column in self.columns:
+            handle = self._files[column.key]
+            handle.flush()
+            handle.seek(start * column.row_bytes)
+            data = handle.read(count * column.row_bytes)
+            out[column.key] = np.frombuffer(data, dtype=column.dtype).reshape((-1, *column.shape))
+        return out
+
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
