@@ -47,7 +47,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     source_hash = hasher.submit(saving.sha256_of, artifact.path)
     hasher.shutdown(wait=False)
     step("translating to Keras 3")
-    model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe)
+    model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe, command="convert")
     keras3 = families.get("keras3")
     diff, check = None, None
     with saving.staged_outputs(force=force) as outputs:
@@ -104,26 +104,15 @@ def _verify(artifact, written: Path, model, *, unsafe, custom_objects, notes, da
     return check.max_abs_diff, text
 
 
-# Keras 2 layers whose kernels exist only for GPUs (cuDNN): no CPU implementation at all.
-GPU_ONLY_CLASSES = frozenset({"CuDNNLSTM", "CuDNNGRU"})
+from surgery.cudnn_cpu import GPU_ONLY_CLASSES  # noqa: E402  (re-exported)
 
 
 def cannot_run_here(artifact) -> str | None:
-    """Why the Keras 2 original cannot run on this machine, or None when it can.
+    """Why the Keras 2 original cannot run on this machine, or None when it can
+    (surgery.cudnn_cpu.cannot_run: cuDNN-only layers and no GPU)."""
+    from surgery.cudnn_cpu import cannot_run
 
-    The one genuine case: cuDNN-only layers and no GPU visible to TensorFlow. Decided before
-    running anything, so that no other failure can pass for it."""
-    from surgery.graph import walk_values
-    from surgery.quiet import import_tensorflow
-
-    found = sorted({item["class_name"] for item in walk_values(artifact.model_config)
-                    if isinstance(item, dict) and item.get("class_name") in GPU_ONLY_CLASSES})
-    if not found:
-        return None
-    tf = import_tensorflow()
-    if tf.config.list_physical_devices("GPU"):
-        return None
-    return f"{', '.join(found)} layers need a GPU and TensorFlow sees none"
+    return cannot_run(artifact.model_config)
 
 
 def oracle_check(artifact, translated, values, *, unsafe=False, custom_objects=None):

@@ -141,8 +141,9 @@ def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, o
         model = optimization.strip(model)
     if to_keras3:
         step("translating to Keras 3")
-        model, _notes = (translate.translate_live(model, custom_objects=custom_objects) if strip
-                         else translate.translate(artifact, custom_objects=custom_objects, unsafe=unsafe))
+        model, _notes = (translate.translate_live(model, custom_objects=custom_objects, command="expose-state")
+                         if strip else translate.translate(artifact, custom_objects=custom_objects, unsafe=unsafe,
+                                                           command="expose-state"))
     family = families.of_model(model)
     config = family.serialize(model)
     new_config, plan = rewire_states(config, family.name, layers=layers, outputs=outputs, inputs=inputs)

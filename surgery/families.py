@@ -46,6 +46,7 @@ class Keras3Family:
 
     def load(self, path: str, *, custom_objects: dict, safe_mode: bool):
         keras = self.keras
+        custom_objects = custom_objects_for(self.name, custom_objects)
         try:
             with quiet():
                 # Keras' loader, less the initializer work it throws away (surgery.keras3_load).
@@ -65,7 +66,7 @@ class Keras3Family:
         with quiet():
             # Keras pops keys from the config it deserializes: give it a copy.
             return self.keras.saving.deserialize_keras_object(
-                copy.deepcopy(config), custom_objects={**_keras3_mask_ops(), **(custom_objects or {})},
+                copy.deepcopy(config), custom_objects={**_keras3_mask_ops(), **custom_objects_for(self.name, custom_objects)},
                 safe_mode=True)
 
     def layer_config(self, layer) -> dict:
@@ -148,7 +149,7 @@ class Keras2Family(Keras3Family):
 
     def load(self, path: str, *, custom_objects: dict, safe_mode: bool):
         tf_keras = self.keras
-        kwargs = {"custom_objects": custom_objects, "compile": False}
+        kwargs = {"custom_objects": custom_objects_for(self.name, custom_objects), "compile": False}
         if not os.path.isdir(path):
             kwargs["safe_mode"] = safe_mode
         try:
@@ -188,7 +189,8 @@ class Keras2Family(Keras3Family):
     def deserialize(self, config: dict, custom_objects=None):
         tf_keras = self.keras
         with quiet():
-            return tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects or {})
+            return tf_keras.models.model_from_json(json.dumps(config),
+                                                   custom_objects=custom_objects_for(self.name, custom_objects))
 
     def layer_config(self, layer) -> dict:
         with quiet():
@@ -282,9 +284,33 @@ def of_model(model):
     return FAMILIES["keras2"] if module.startswith("tf_keras") else FAMILIES["keras3"]
 
 
+def class_family(value) -> str | None:
+    """'keras2' for a tf_keras class, 'keras3' for a Keras 3 one, None for anything else
+    (a function, a plain class): what a --custom-objects entry can be used with."""
+    if not isinstance(value, type):
+        return None
+    modules = [getattr(base, "__module__", "") or "" for base in value.__mro__]
+    if any(m == "tf_keras" or m.startswith("tf_keras.") for m in modules):
+        return "keras2"
+    if any(m == "keras" or m.startswith("keras.") for m in modules):
+        return "keras3"
+    return None
+
+
+def custom_objects_for(family: str, objects) -> dict:
+    """The custom objects one family can use: a class of the other family is left out (it
+    cannot live in this family's models), and a family's own definition of a name wins
+    (`per_family`, kept by loading.load_custom_objects when a file defines both)."""
+    objects = objects or {}
+    view = {name: value for name, value in objects.items() if class_family(value) in (None, family)}
+    view.update(getattr(objects, "per_family", {}).get(family, {}))
+    return view
+
+
 def load(artifact: ModelArtifact, *, custom_objects: dict, safe_mode: bool):
     from surgery import optimization
 
+    custom_objects = custom_objects_for(artifact.family, custom_objects)
     if optimization.uses_wrappers(artifact.model_config):
         # Wrapper classes come from the installed tfmot, never from the file.
         custom_objects = {**optimization.custom_objects(), **custom_objects}

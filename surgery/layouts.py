@@ -254,7 +254,7 @@ def plan_conversion(source: CellLayout, dest: CellLayout, *, source_name: str, d
         raise mismatch(f"reset_after {source.reset_after} != {dest.reset_after}")
     gates = GATES[source.family]
     transforms = []
-    if source.layout == "cudnn":
+    if source.layout == "cudnn" and dest.layout != "cudnn":  # cuDNN into cuDNN: a plain copy
         transforms.append(WeightTransform("kernel", "cudnn_kernel", "kernel", source.kernel_shape,
                                           dest.kernel_shape, gates))
         transforms.append(WeightTransform("recurrent_kernel", "cudnn_recurrent", "recurrent_kernel",

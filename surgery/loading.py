@@ -41,7 +41,31 @@ def load_custom_objects(path: str | os.PathLike | None) -> dict:
     registered = {k: v for k, v in _registered_objects(keras).items() if k not in before}
     objects.update(registered)
     objects.update({name.split(">")[-1]: value for name, value in registered.items()})
-    return objects
+    return CustomObjects(objects, _per_family(namespace, registered))
+
+
+class CustomObjects(dict):
+    """Name -> object, as Keras takes them; `per_family` keeps each family's own class
+    where a file defines one name for both (a tf_keras class for the Keras 2 original and
+    a Keras 3 one for its conversion). See families.custom_objects_for."""
+
+    def __init__(self, objects: dict, per_family: dict):
+        super().__init__(objects)
+        self.per_family = per_family
+
+
+def _per_family(namespace: dict, registered: dict) -> dict:
+    from surgery.families import class_family
+
+    out: dict = {"keras2": {}, "keras3": {}}
+    named = [(name, value) for name, value in namespace.items() if isinstance(value, type)]
+    named += [(name.split(">")[-1], value) for name, value in registered.items()]
+    for name, value in named:
+        family = class_family(value)
+        if family is not None:
+            out[family][name] = value
+            out[family].setdefault(value.__name__, value)
+    return out
 
 
 def _tf_keras():

@@ -45,31 +45,43 @@ class Bound:
     rtol: float
     dtype: str
     steps: int = 1   # recurrence length the compared values accumulated error over
+    # The largest magnitude the recurrence carries (e.g. max |c| of an LSTM): a state's
+    # rounding error follows the size of what it is computed from, not its own (a saturated
+    # h near 0 next to |c| ~ 24 carries that cell's error). |ref| is floored at it.
+    scale: float = 0.0
 
     @property
     def growth(self) -> float:
         return math.sqrt(self.steps / REFERENCE_STEPS) if self.steps > REFERENCE_STEPS else 1.0
 
     def allowed(self, ref) -> np.ndarray:
-        return (self.atol + self.rtol * np.abs(np.asarray(ref, dtype=np.float64))) * self.growth
+        return (self.atol + self.rtol * np.maximum(np.abs(np.asarray(ref, dtype=np.float64)), self.scale)) * self.growth
 
     def describe(self) -> str:
-        core = f"{self.atol:g} + {self.rtol:g}*|ref|" if self.rtol else f"{self.atol:g}"
+        magnitude = f"max(|ref|, {self.scale:.3g})" if self.scale else "|ref|"
+        core = f"{self.atol:g} + {self.rtol:g}*{magnitude}" if self.rtol else f"{self.atol:g}"
         if self.growth == 1.0:
             return f"{core} ({self.dtype})"
         return f"({core}) x {self.growth:.3g} ({self.dtype}, T={self.steps})"
 
     def as_dict(self) -> dict:
-        return {"atol": self.atol, "rtol": self.rtol, "dtype": self.dtype, "steps": self.steps,
+        return {"atol": self.atol, "rtol": self.rtol, "dtype": self.dtype, "steps": self.steps, "scale": self.scale,
                 "growth": self.growth, "bound": self.describe()}
 
 
-def bound_for(dtype, *, steps: int = 1) -> Bound:
-    """The policy's bound for values computed in `dtype` over a recurrence of `steps` steps."""
+def bound_for(dtype, *, steps: int = 1, scale: float = 0.0) -> Bound:
+    """The policy's bound for values computed in `dtype` over a recurrence of `steps` steps
+    whose states reach magnitude `scale` (see Bound.scale; `magnitude` computes it)."""
     name = str(getattr(dtype, "name", dtype))
     name = name if name in POLICY else DEFAULT_DTYPE
     atol, rtol = POLICY[name]
-    return Bound(atol, rtol, name, max(int(steps or 1), 1))
+    return Bound(atol, rtol, name, max(int(steps or 1), 1), float(scale))
+
+
+def magnitude(values) -> float:
+    """The largest finite |value| among reference arrays (a recurrence's states): Bound.scale."""
+    finite = [np.abs(a[np.isfinite(a)]) for a in (np.asarray(v, dtype=np.float64) for v in values)]
+    return float(max((a.max() for a in finite if a.size), default=0.0))
 
 
 def widest(bounds) -> Bound:

@@ -74,20 +74,33 @@ _ACTIVATION_KEYS = ("activation", "recurrent_activation")
 FoldPlan = list[tuple[int, tuple[float, ...]]]
 
 
-def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str], dict[str, FoldPlan]]:
+# What a refusal tells the user to do; callers name their own command's option.
+DEFAULT_REMEDY = "keep the model in the Keras 2 family"
+# command -> (what to do about a Keras-2-only setting, what a Keras 3 custom class is needed for)
+ADVICE = {
+    None: (DEFAULT_REMEDY, "translate it to Keras 3"),
+    "convert": ("convert cannot express it; the other commands work on the Keras 2 file as it is", "convert"),
+    "expose-state": ("keep the model in the Keras 2 family (omit --to keras3)", "use --to keras3"),
+}
+
+
+def translate_config(config: dict, *, remedy: str = DEFAULT_REMEDY
+                     ) -> tuple[dict, list[str], dict[str, str], dict[str, FoldPlan]]:
     """(Keras 3 config, notes on what changed, {layer name: original CuDNN class},
-    {layer name: weight scales that keep a Keras-2-only activation's meaning})."""
+    {layer name: weight scales that keep a Keras-2-only activation's meaning}).
+    remedy: the end of a refusal's message (e.g. "omit --to keras3")."""
     keras = families.get("keras3").keras
     new = copy.deepcopy(config)
     notes: list[str] = []
     cudnn: dict[str, str] = {}
-    folds = _activation_folds(new, notes)
+    folds = _activation_folds(new, notes, remedy)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("config"), dict) and "class_name" in item:
-            _translate_layer(keras, item, notes, cudnn)
+            _translate_layer(keras, item, notes, cudnn, remedy)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and item.get("class_name") == "Sequential":
             _explicit_sequential_input(item["config"])
+            _keras3_modules(keras, item["config"])
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("config", {}).get("layers"), list):
             # tf_keras addresses a nested model's n-th call as node n+1, Keras 3 as node n.
@@ -115,7 +128,7 @@ def translate_config(config: dict) -> tuple[dict, list[str], dict[str, str], dic
     return new, notes, cudnn, folds
 
 
-def _activation_folds(config: dict, notes: list) -> dict[str, FoldPlan]:
+def _activation_folds(config: dict, notes: list, remedy: str = DEFAULT_REMEDY) -> dict[str, FoldPlan]:
     """Per leaf layer (by name), the weight scales that make its Keras-2-only activations
     compute their Keras 2 values under the Keras 3 names; refuses those it cannot fold."""
     folds: dict[str, FoldPlan] = {}
@@ -140,8 +153,7 @@ def _activation_folds(config: dict, notes: list) -> dict[str, FoldPlan]:
                     raise NotSupportedError(
                         f"layer {cfg.get('name', item.get('class_name'))!r} ({item.get('class_name')}) "
                         f"has {key}={oracle.activation_name(cfg[key])!r}, whose Keras 2 meaning "
-                        "(0.2x + 0.5, clipped) Keras 3 has no name for here; keep the model in the "
-                        "Keras 2 family (omit --to keras3)")
+                        f"(0.2x + 0.5, clipped) Keras 3 has no name for here; {remedy}")
     return folds
 
 
@@ -220,7 +232,17 @@ def _explicit_sequential_input(config: dict) -> None:
                       "config": {"batch_shape": shape, "dtype": dtype, "name": f"{first.get('name', 'layer')}_input"}})
 
 
-def _translate_layer(keras, item: dict, notes: list, cudnn: dict) -> None:
+def _keras3_modules(keras, config: dict) -> None:
+    """Name the module of every built-in layer inside a Sequential. Keras 3's Sequential
+    reads a module-less layer with its legacy loader, whose wrappers (Bidirectional,
+    TimeDistributed) then look their inner layer up without one and cannot find it."""
+    for item in walk_values(config.get("layers") or []):
+        if (isinstance(item, dict) and isinstance(item.get("config"), dict) and "module" not in item
+                and isinstance(getattr(keras.layers, str(item.get("class_name")), None), type)):
+            item.update({"module": "keras.layers", "registered_name": None})
+
+
+def _translate_layer(keras, item: dict, notes: list, cudnn: dict, remedy: str = DEFAULT_REMEDY) -> None:
     name = item.get("class_name")
     cfg = item["config"]
     if name in RENAMED_CLASSES:
@@ -245,8 +267,7 @@ def _translate_layer(keras, item: dict, notes: list, cudnn: dict) -> None:
         value = cfg.pop(key)
         if default is not None and value != default:
             raise NotSupportedError(
-                f"layer {cfg.get('name')!r} has {key}={value!r}, which Keras 3 cannot express; "
-                "keep the model in the Keras 2 family (omit --to keras3)"
+                f"layer {cfg.get('name')!r} has {key}={value!r}, which Keras 3 cannot express; {remedy}"
             )
         notes.append(f"{cfg.get('name')}: dropped Keras 2 argument {key}={value!r}")
 
@@ -319,11 +340,14 @@ def live_layer_weights(model) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = False):
-    """(Keras 3 model, notes) equivalent to a Keras 2 artifact."""
+def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = False, command: str | None = None):
+    """(Keras 3 model, notes) equivalent to a Keras 2 artifact. command: whose options a
+    refusal names (a key of ADVICE)."""
     if artifact.family != "keras2":
         raise NotSupportedError(f"{artifact.path!r} is already a Keras 3 model")
-    config, notes, cudnn, folds = translate_config(artifact.model_config)
+    remedy, purpose = ADVICE[command]
+    _refuse_keras2_classes(artifact.model_config, custom_objects, purpose)
+    config, notes, cudnn, folds = translate_config(artifact.model_config, remedy=remedy)
     model = families.get("keras3").deserialize(config, custom_objects)
     if artifact.format == "h5":
         weights = h5_layer_weights(artifact.path)
@@ -335,12 +359,26 @@ def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = Fa
     return model, notes
 
 
-def translate_live(model, *, custom_objects=None):
+def translate_live(model, *, custom_objects=None, command: str | None = None):
     """(Keras 3 model, notes) equivalent to a live tf_keras model."""
-    config, notes, cudnn, folds = translate_config(families.of_model(model).serialize(model))
+    remedy, purpose = ADVICE[command]
+    config = families.of_model(model).serialize(model)
+    _refuse_keras2_classes(config, custom_objects, purpose)
+    config, notes, cudnn, folds = translate_config(config, remedy=remedy)
     translated = families.get("keras3").deserialize(config, custom_objects)
     _assign(translated, live_layer_weights(model), cudnn, folds)
     return translated, notes
+
+
+def _refuse_keras2_classes(config: dict, custom_objects, purpose: str) -> None:
+    """A custom class given only as a tf_keras class cannot live in a Keras 3 model."""
+    given = custom_objects or {}
+    usable = families.custom_objects_for("keras3", given)
+    for item in walk_values(config):
+        name = item.get("class_name") if isinstance(item, dict) and isinstance(item.get("config"), dict) else None
+        if isinstance(name, str) and name not in usable and families.class_family(given.get(name)) == "keras2":
+            raise NotSupportedError(f"custom layer {name!r} is a tf_keras class; pass --custom-objects with "
+                                    f"a Keras 3 definition of it to {purpose}")
 
 
 def _assign(model, weights: dict, cudnn: dict, folds: dict) -> None:
