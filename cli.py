@@ -421,6 +421,11 @@ def extract_states(model, data, output, layers, trajectory, batch_size, fmt, run
     click.echo("\n".join(result.lines()))
 
 
+from surgery.commands import register as _register_commands  # noqa: E402 - commands in their own modules
+
+_register_commands(main, handle_errors, _emit_json)
+
+
 def entry():
     """The program entry point (console script and `python cli.py`): commands run
     supervised, and SIGTERM/SIGHUP clean up like Ctrl-C."""

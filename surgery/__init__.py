@@ -1,10 +1,32 @@
 """lstm-surgery: expose, inject, stream and splice the state of recurrent layers in saved
 Keras/TensorFlow models.
 
-Importing this package does not import TensorFlow: `inspect` and the static readers stay
-light. Operations that need Keras import it on first use.
+Every function takes a path or a live model (Keras 3 or tf_keras), returns new objects and
+never modifies its input. Importing this package does not import TensorFlow: `inspect`,
+`diff` and the static readers stay light; operations that need Keras import it on first use.
 """
 
+import sys as _sys
+
+# The submodules that share a name with a function are imported first, so that the function
+# (set below) is what `surgery.<name>` means afterwards; the modules stay in sys.modules.
+import surgery.inspect  # noqa: F401,E402
+import surgery.splice  # noqa: F401,E402
+import surgery.verify  # noqa: F401,E402
+from surgery import api as _api
+from surgery.api import (
+    diff,
+    expose_state,
+    find_sites,
+    inspect,
+    load_model,
+    save,
+    splice,
+    split_seq2seq,
+    to_step_model,
+    verify,
+    verify_streaming,
+)
 from surgery.errors import (
     NotSupportedError,
     SurgeryError,
@@ -16,41 +38,35 @@ from surgery.errors import (
 
 __version__ = "0.1.0"
 
-# Public names resolved lazily so that `import surgery` stays TensorFlow-free.
-_LAZY = {
-    "inspect": ("surgery.inspect", "inspect"),
-    "read_artifact": ("surgery.formats", "read_artifact"),
-    "find_sites": ("surgery.sites", "find_sites"),
-    "load_model": ("surgery.loading", "load_model"),
-    "expose_state": ("surgery.expose", "expose_state"),
-    "save_model": ("surgery.saving", "save_model"),
-    "verify": ("surgery.verify", "verify"),
-    "verify_files": ("surgery.verify", "verify_files"),
-    "to_step_model": ("surgery.stream", "to_step_model"),
-    "verify_streaming": ("surgery.stream", "verify_streaming"),
-    "StreamSession": ("surgery.session", "StreamSession"),
-    "split_seq2seq": ("surgery.seq2seq", "split_seq2seq"),
-    "splice": ("surgery.splice", "splice"),
-}
-
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    if name == "StreamSession":  # a class whose module imports Keras: resolved on first use
+        from surgery.session import StreamSession
 
-        module_name, attr = _LAZY[name]
-        return getattr(importlib.import_module(module_name), attr)
+        return StreamSession
     raise AttributeError(f"module 'surgery' has no attribute {name!r}")
 
 
-__all__ = sorted(
-    list(_LAZY)
-    + [
-        "SurgeryError",
-        "UsageError",
-        "UnreadableModelError",
-        "UnsafeContentError",
-        "NotSupportedError",
-        "VerificationError",
-    ]
-)
+_ERRORS = ("SurgeryError", "UsageError", "UnreadableModelError", "UnsafeContentError", "NotSupportedError",
+           "VerificationError")
+__all__ = sorted([*_api.PUBLIC_FUNCTIONS, "StreamSession", *_ERRORS])
+
+
+def _function_index() -> str:
+    """One line per public function for help(surgery): name(signature) - first docstring line."""
+    import inspect as _inspect_module
+
+    lines = ["", "Functions:"]
+    for name in _api.PUBLIC_FUNCTIONS:
+        function = getattr(_api, name)
+        doc = (function.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"    {name}{_inspect_module.signature(function)}")
+        lines.append(f"        {doc}")
+    lines += ["", "Classes:", "    StreamSession(model, steps=1, batch_size=1, backend='auto')",
+              "        Feed a model one chunk of timesteps at a time, its state carried between calls.",
+              "    " + ", ".join(_ERRORS), "        Errors, one line each, mapped to the CLI's exit codes."]
+    return "\n".join(lines)
+
+
+__doc__ += _function_index()
+_sys.modules[__name__].__dict__.update({name: getattr(_api, name) for name in _api.PUBLIC_FUNCTIONS})

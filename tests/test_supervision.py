@@ -233,12 +233,14 @@ def test_bad_limit_values_are_usage_errors(tmp_path):
 
 
 def test_a_bug_in_the_tool_is_exit_5_not_bad_input(monkeypatch):
-    import surgery.inspect
+    import importlib
+
+    module = importlib.import_module("surgery.inspect")  # `surgery.inspect` is the API function
 
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(surgery.inspect, "inspect", broken)
+    monkeypatch.setattr(module, "inspect", broken)
     result = CliRunner().invoke(cli.main, ["inspect", str(MODEL)])
     assert result.exit_code == 5
     line = result.stderr.strip()
