@@ -49,6 +49,18 @@ def big_lstm_model(path: Path, weight_mb: int) -> Path:
     return path
 
 
+def machine() -> str:
+    """The machine line every benchmark table is headed by: cores and lscpu's model name."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
 def timed(command: list[str]) -> tuple[float, int]:
     """(seconds, peak RSS in MB) of a child process."""
     # GNU time reports this one command's peak RSS (getrusage would mix all children).

@@ -175,13 +175,18 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
     report = None
     # Hash the source on a second thread while the copy runs: hashlib releases the GIL.
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    source_hash = hasher.submit(saving.sha256_of, artifact.path)
+    # A .keras copy reads its source once: the hash checks the members' CRCs on the way.
+    one_read = fast and fmt == "keras"
+    source_hash = hasher.submit(formats.keras_zip.sha256_checking_members if one_read else saving.sha256_of,
+                                artifact.path)
     hasher.shutdown(wait=False)
     with saving.staged_outputs(force=force) as outputs:
         temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         if fast:
             step("writing (weights copied byte for byte)")
-            _write_config_only(artifact, new_config, temp, fmt)
+            _write_config_only(artifact, new_config, temp, fmt, crcs_checked=one_read)
+            if one_read:
+                source_hash.result()  # a corrupt member fails here, before anything loads it
         else:
             if original is None:
                 step("loading the original model")
@@ -204,9 +209,10 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
     return WriteResult(output, manifest_file, plan, fmt, fast, report)
 
 
-def _write_config_only(artifact: ModelArtifact, new_config: dict, temp: Path, fmt: str) -> None:
+def _write_config_only(artifact: ModelArtifact, new_config: dict, temp: Path, fmt: str, *,
+                       crcs_checked: bool = False) -> None:
     if fmt == "keras":
-        formats.write_keras_zip(artifact.path, temp, new_config)
+        formats.write_keras_zip(artifact.path, temp, new_config, crcs_checked=crcs_checked)
     else:
         formats.write_h5_with_config(artifact.path, temp, new_config)
 

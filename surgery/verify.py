@@ -315,10 +315,19 @@ def effective_weights(layer) -> list:
     return [np.asarray(getattr(cell, name)) for name in names]
 
 
+def _float64_weights(layer):
+    """The layer's weights in float64, each read only when the oracle takes it: no float32
+    copy of all of them is held beside the float64 ones (a 1 GB model's layer is 512 MB)."""
+    if type(layer).__name__ in registry.WRAPPER_CLASSES:
+        yield from (np.asarray(w, dtype=np.float64) for w in effective_weights(layer))
+        return
+    for variable in layer.weights:
+        yield np.asarray(variable, dtype=np.float64)
+
+
 def oracle_states(family, layer, sequence, mask, initial_state) -> list[np.ndarray]:
     config = registry.unwrap(family.layer_config(layer))
-    weights = [np.asarray(w, dtype=np.float64) for w in effective_weights(layer)]
-    _, states = oracle.run_layer(config, weights, sequence.astype(np.float64),
+    _, states = oracle.run_layer(config, _float64_weights(layer), sequence.astype(np.float64),
                                  mask=None if mask is None else np.asarray(mask, dtype=bool),
                                  initial_state=initial_state, family=family.name)
     return [np.asarray(s) for s in states]

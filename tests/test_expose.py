@@ -108,3 +108,31 @@ def test_savedmodel_output_has_signature_keys_named_by_state(keras, tmp_path):
     signature = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"x", "encoder_lstm_h_in", "encoder_lstm_c_in"}
     assert {"encoder_lstm_h", "encoder_lstm_c"} <= set(signature.structured_outputs)
+
+
+@pytest.mark.parametrize("verify_it", [False, True])
+def test_corrupt_weights_member_fails_and_writes_nothing(tmp_path, verify_it):
+    """A flipped weight byte: the one read that hashes the source checks the member's CRC,
+    so neither the copy nor the verified run writes anything."""
+    import io
+    import shutil
+
+    import h5py
+
+    from surgery.errors import UnreadableModelError
+    from surgery.formats.keras_zip import _stored_data_offset
+
+    source = tmp_path / "model.keras"
+    shutil.copy(FIXTURES / "lstm_stacked.keras", source)
+    with zipfile.ZipFile(source) as archive:
+        info = archive.getinfo("model.weights.h5")
+        start = _stored_data_offset(str(source), archive, info)
+        with h5py.File(io.BytesIO(archive.read(info))) as handle:
+            offset = handle["layers/dense/vars/0"].id.get_offset()
+    data = bytearray(source.read_bytes())
+    data[start + offset] ^= 0xFF
+    source.write_bytes(bytes(data))
+    out = tmp_path / "out.keras"
+    with pytest.raises(UnreadableModelError, match="corrupt"):
+        expose_state_file(source, out, verify=verify_it)
+    assert not out.exists() and not list(tmp_path.glob(".out.keras*"))

@@ -300,7 +300,8 @@ class _FileWindow(io.RawIOBase):
 
 
 def write_keras_zip(
-    source_path: str | os.PathLike, dest_path: str | os.PathLike, new_config: dict
+    source_path: str | os.PathLike, dest_path: str | os.PathLike, new_config: dict,
+    *, crcs_checked: bool = False,
 ) -> None:
     """Write a copy of a .keras file with config.json replaced by `new_config`.
 
@@ -309,6 +310,8 @@ def write_keras_zip(
     compression method, dates and attributes; every member's CRC is verified on the way,
     so a corrupt source fails instead of being copied under a fresh valid CRC.
     Atomicity is the caller's business: dest_path is overwritten.
+    crcs_checked: the caller checks stored members' CRCs itself, in the same read of the
+    source as its hash (sha256_checking_members), and must not commit before it has.
     """
     config_bytes = _encode_config(new_config)
     source_text = os.fspath(source_path)
@@ -324,7 +327,7 @@ def write_keras_zip(
                     if info.filename == CONFIG_MEMBER:
                         dest.writestr(_clone_info(info), config_bytes)
                     else:
-                        _copy_member(source_text, source, dest, info)
+                        _copy_member(source_text, source, dest, info, crc_checked=crcs_checked)
     except zipfile.BadZipFile as error:
         raise unreadable(source_text, f"corrupt zip archive ({error})") from None
     except (NotImplementedError, RuntimeError) as error:
@@ -355,7 +358,8 @@ def _clone_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
 
 
 def _copy_member(
-    source_path: str, source: zipfile.ZipFile, dest: zipfile.ZipFile, info: zipfile.ZipInfo
+    source_path: str, source: zipfile.ZipFile, dest: zipfile.ZipFile, info: zipfile.ZipInfo,
+    *, crc_checked: bool = False,
 ) -> None:
     _refuse_bomb(source_path, info)
     clone = _clone_info(info)
@@ -366,6 +370,9 @@ def _copy_member(
         # Decompress and recompress; ZipExtFile checks the CRC when it reaches the end.
         with source.open(info) as reader, dest.open(clone, "w") as writer:
             shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+        return
+    if crc_checked:  # the caller's one read of the source checks it (sha256_checking_members)
+        _raw_copy_member(source_path, dest, info)
         return
     # Stored (what Keras writes): the member's local header and bytes are copied raw by the
     # kernel (copy_file_range), as fast as `cp`. Its recorded CRC-32 is checked against the
@@ -416,6 +423,42 @@ def _member_crc32(source_path: str, info: zipfile.ZipInfo) -> int:
             crc = zlib.crc32(view[:got], crc)
             remaining -= got
     return crc
+
+
+HASH_CHUNK_BYTES = 256 << 10  # read once, hashed and CRC'd while still in cache
+
+
+def sha256_checking_members(path: str | os.PathLike) -> str:
+    """SHA-256 of a .keras file, with every stored member's CRC-32 checked in the same read.
+
+    One pass over the source instead of one for the hash and one per member's CRC; a
+    corrupt member fails (UnreadableModelError) as the copy's own check would.
+    """
+    import hashlib
+
+    path = os.fspath(path)
+    with zipfile.ZipFile(path) as archive:
+        ranges = [(start, start + info.compress_size, info)
+                  for info in archive.infolist()
+                  if info.compress_type == zipfile.ZIP_STORED and not info.is_dir()
+                  for start in [_stored_data_offset(path, archive, info)]]
+    crcs = [0] * len(ranges)
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_CHUNK_BYTES)
+    view = memoryview(buffer)
+    position = 0
+    with open(path, "rb", buffering=0) as handle:
+        while got := handle.readinto(buffer):
+            chunk = view[:got]
+            digest.update(chunk)
+            for index, (start, end, _info) in enumerate(ranges):
+                if start < position + got and end > position:
+                    crcs[index] = zlib.crc32(chunk[max(0, start - position): min(got, end - position)], crcs[index])
+            position += got
+    for (_start, _end, info), actual in zip(ranges, crcs):
+        if actual != info.CRC:
+            raise unreadable(path, f"member {info.filename!r} is corrupt (CRC-32 {actual:08x}, recorded {info.CRC:08x})")
+    return digest.hexdigest()
 
 
 def member_crc32(path: str | os.PathLike, name: str) -> int | None:

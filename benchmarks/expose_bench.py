@@ -1,0 +1,96 @@
+"""expose-state benchmarks, each figure a ratio measured in one run with the runs interleaved.
+
+    python benchmarks/expose_bench.py [--sizes 64,256] [--big] [--repeat 2] [--skip-verified]
+
+For each model size (MB of float32 LSTM weights; --big adds 1024):
+- verified: `cli.py expose-state MODEL -o OUT --force` (the default: written file verified
+  against the original) against the naive route (benchmarks/naive_expose.py: plain Keras
+  load, rebuild, set_weights, save, no verification). Each repeat runs the tool, then the
+  naive route; the figure is best tool time / best naive time, and peak RSS of each as a
+  multiple of the model file's size (GNU time's maximum resident set of the largest process).
+- copy: `cli.py expose-state MODEL -o OUT --no-verify --force` against `cp MODEL COPY && sync`,
+  interleaved the same way. Both write the whole file and wait for it to reach the disk (the
+  tool fsyncs before its rename). The written weights member is checked byte-identical.
+- the whole-process runs include the CLI's supervising fork (surgery.sandbox) and Python
+  start-up; the bare `import tensorflow, keras` time is printed beside them.
+
+Models are generated once under benchmarks/data/ (ignored by git) by run.big_lstm_model.
+Prints a Markdown table; the machine (cores, lscpu model name) heads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run import big_lstm_model, machine, member_hash, timed  # noqa: E402
+
+CLI = [sys.executable, str(ROOT / "cli.py")]
+
+
+def interleaved(repeat: int, commands: dict) -> dict:
+    """{name: (best seconds, max peak RSS MB)}, running each command once per round in turn."""
+    runs: dict = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, command in commands.items():
+            runs[name].append(timed(command))
+    return {name: (min(r[0] for r in rs), max(r[1] for r in rs)) for name, rs in runs.items()}
+
+
+def bench_size(size_mb: int, repeat: int, verified: bool, rows: list) -> None:
+    model = big_lstm_model(DATA / f"lstm_{size_mb}mb.keras", size_mb)
+    mb = model.stat().st_size / 1e6
+    out, naive_out, copy = DATA / "bench_exposed.keras", DATA / "bench_naive.keras", DATA / "bench_copy.keras"
+    if verified:
+        got = interleaved(repeat, {
+            "tool": [*CLI, "expose-state", str(model), "-o", str(out), "--force"],
+            "naive": [sys.executable, str(ROOT / "benchmarks" / "naive_expose.py"), str(model), str(naive_out)],
+        })
+        (tool, tool_rss), (naive, naive_rss) = got["tool"], got["naive"]
+        rows.append((f"verified expose-state, {mb:.0f} MB", f"{tool:.2f} s vs naive {naive:.2f} s",
+                     f"**{tool / naive:.2f}×** the naive route; peak RSS {tool_rss} MB = {tool_rss / mb:.2f}× the "
+                     f"model (naive {naive_rss} MB = {naive_rss / mb:.2f}×); best of {repeat}, interleaved"))
+    got = interleaved(repeat, {
+        "tool": [*CLI, "expose-state", str(model), "-o", str(out), "--no-verify", "--force"],
+        "cp": ["sh", "-c", f"cp '{model}' '{copy}' && sync"],
+    })
+    (tool, tool_rss), (cp, _) = got["tool"], got["cp"]
+    same = member_hash(model, "model.weights.h5") == member_hash(out, "model.weights.h5")
+    rows.append((f"expose-state --no-verify, {mb:.0f} MB", f"{tool:.2f} s vs `cp && sync` {cp:.2f} s",
+                 f"**{tool / cp:.2f}×** `cp && sync`; peak RSS {tool_rss} MB; weights member identical: {same}; "
+                 f"best of {repeat}, interleaved"))
+    for path in (out, naive_out, copy):
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".manifest.json").unlink(missing_ok=True)
+
+
+def bare_imports(repeat: int) -> float:
+    return min(timed([sys.executable, "-c", "import tensorflow, keras"])[0] for _ in range(repeat))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="64,256", help="model sizes in MB, comma-separated")
+    parser.add_argument("--big", action="store_true", help="also the 1 GB model (minutes for the naive route)")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--skip-verified", action="store_true", help="only the --no-verify copy figures")
+    args = parser.parse_args()
+    DATA.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([1024] if args.big else [])
+    rows: list = []
+    for size in sizes:
+        bench_size(size, args.repeat, not args.skip_verified, rows)
+    rows.append(("bare `import tensorflow, keras`", f"{bare_imports(args.repeat):.2f} s", "for scale"))
+    print(machine())
+    print("| benchmark | result | ratio and notes |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
