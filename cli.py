@@ -157,6 +157,8 @@ def inspect(model, as_json):
         _emit_json(report)
     else:
         click.echo(format_table(report))
+    if not report["supported"]:
+        sys.exit(4)  # the documented code for a model the tool cannot operate on
 
 
 @main.command("expose-state")
@@ -243,6 +245,12 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json):
     from surgery.loading import load_custom_objects
     from surgery.verify import verify_files
 
+    from surgery.diff import structural_mismatch
+    from surgery.errors import VerificationError
+
+    mismatch = structural_mismatch(original, rebuilt)  # static: unrelated models never reach Keras
+    if mismatch:
+        raise VerificationError(mismatch)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     report = verify_files(original, rebuilt, unsafe=unsafe, custom_objects=custom, data=data)
     if as_json:

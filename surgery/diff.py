@@ -159,3 +159,24 @@ def format_table(report: dict) -> str:
 
 __all__ = ["diff", "format_table", "weight_hashes", "SCHEMA"]
 _ = walk_values  # the same walker other static readers use; kept importable here
+
+
+def structural_mismatch(original: str | os.PathLike, rebuilt: str | os.PathLike) -> str | None:
+    """Why REBUILT cannot be ORIGINAL with state I/O added (one line), or None when it can be.
+    Static: checked before anything is run, so unrelated models never reach Keras."""
+    report = diff(original, rebuilt)
+    layers = report["layers"]
+    changed = {name: [k for k in keys if k not in ("return_state", "stateful")]
+               for name, keys in layers["changed"].items()}
+    changed = {name: keys for name, keys in changed.items() if keys}
+    problems = []
+    for what in ("inputs", "outputs"):
+        if report[what]["removed"]:
+            problems.append(f"{what} missing in the rebuilt model: {', '.join(report[what]['removed'][:5])}")
+    if layers["removed"]:
+        problems.append(f"layers missing: {', '.join(layers['removed'][:5])}")
+    if changed:
+        problems.append("layers changed: " + "; ".join(f"{n} ({', '.join(k[:4])})" for n, k in list(changed.items())[:3]))
+    if problems:
+        return "the models differ in structure: " + "; ".join(problems)
+    return None

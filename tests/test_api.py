@@ -131,3 +131,23 @@ def test_diff_cli_table_json_and_exit_status(tmp_path):
                                           str(FIXTURES / "lstm_functional.keras"), "--json"])
     assert other.exit_code == 1 and json.loads(other.output)["layers"]["added"]
     assert "Examples:" in CliRunner().invoke(cli.main, ["diff", "--help"]).output
+
+
+def test_verify_on_unrelated_models_says_what_differs_in_one_line():
+    from click.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.main, ["verify", str(FIXTURES / "gru.keras"), str(FIXTURES / "lstm_stacked.keras")])
+    assert result.exit_code == 1
+    line = result.stderr.strip() if hasattr(result, "stderr") else result.output.strip()
+    assert "\n" not in line and "differ in structure" in line and "gru" in line and len(line) < 300
+
+
+def test_inspect_exits_4_on_an_unsupported_model():
+    from click.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.main, ["inspect", str(FIXTURES / "lstm_sequential.weights.h5")])
+    assert result.exit_code == 4, result.output
