@@ -54,7 +54,8 @@ class ExposedModelHandler(ModelHandler):
         from surgery.loading import load_model
 
         model = load_model(self.model_path, unsafe=self.unsafe)
-        return build_extractor(model, layers=self.layers, trajectory=self.trajectory)
+        return build_extractor(model, layers=self.layers, trajectory=self.trajectory, source_path=self.model_path,
+                               unsafe=self.unsafe)
 
     def run_inference(self, batch, model, inference_args=None):
         arrays = [np.stack([example[i] for example in batch]) for i in range(len(batch[0]))]
@@ -130,7 +131,8 @@ def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_si
     if custom_objects:
         raise UsageError("--runner beam does not take --custom-objects (workers load the file in safe mode)")
     model, model_path, digest = core.resolve_model(model_path, unsafe=unsafe)
-    extractor = core.build_extractor(model, layers=layers, trajectory=trajectory)
+    extractor = core.build_extractor(model, layers=layers, trajectory=trajectory, source_path=model_path,
+                                     unsafe=unsafe)
     source = DataSource(data, specs_for(extractor.model))
     counts = source.counts()
     if not sum(counts):

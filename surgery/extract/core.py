@@ -62,8 +62,10 @@ class Extractor:
         return self._fn
 
 
-def build_extractor(model, *, layers=None, trajectory: bool = False, custom_objects=None) -> Extractor:
-    """The extraction model for a live model (either family; never modified)."""
+def build_extractor(model, *, layers=None, trajectory: bool = False, custom_objects=None, source_path=None,
+                    unsafe: bool = False) -> Extractor:
+    """The extraction model for a live model (either family; never modified). source_path: the
+    file it was loaded from, translated from the file when a Keras 2 model needs Keras 3."""
     from surgery.expose import rebuild_with_states
     from surgery.rewire import rewire_states
     from surgery.sites import find_sites
@@ -73,7 +75,13 @@ def build_extractor(model, *, layers=None, trajectory: bool = False, custom_obje
         from surgery import translate
 
         # The trajectory layer is Keras 3: a Keras 2 model runs as its verified translation.
-        model, _notes = translate.translate_live(model, custom_objects=custom_objects)
+        if source_path is not None:
+            from surgery.formats import read_artifact
+
+            model, _notes = translate.translate(read_artifact(source_path), custom_objects=custom_objects,
+                                                unsafe=unsafe)
+        else:
+            model, _notes = translate.translate_live(model, custom_objects=custom_objects)
         family = families.of_model(model)
     config = family.serialize(model)
     _config, plan = rewire_states(config, family.name, layers=layers, outputs=True)
@@ -236,7 +244,8 @@ def extract_states(model_or_path, data, output=None, *, layers=None, trajectory:
                             batch_size=batch_size, fmt=fmt, force=force, unsafe=unsafe,
                             custom_objects=custom_objects, beam_options=list(beam_options))
     model, model_path, digest = resolve_model(model_or_path, unsafe=unsafe, custom_objects=custom_objects)
-    extractor = build_extractor(model, layers=layers, trajectory=trajectory, custom_objects=custom_objects)
+    extractor = build_extractor(model, layers=layers, trajectory=trajectory, custom_objects=custom_objects,
+                                source_path=model_path, unsafe=unsafe)
     source = DataSource(data, specs_for(extractor.model))
     if output is None:
         return _run_in_memory(extractor, source, batch_size, progress)
