@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import copy as shallow_copy
 import dataclasses
 import os
 import runpy
@@ -104,7 +105,8 @@ def load_model(
     content was read as. Keras' own safe_mode stays on unless `unsafe` is given.
     """
     path = source.path if isinstance(source, ModelArtifact) else source
-    custom_objects = dict(custom_objects or {})
+    # A copy that keeps its type: CustomObjects carries each family's own classes.
+    custom_objects = shallow_copy(custom_objects) if custom_objects else {}
     with private_copy.private_directory() as directory:
         copy = private_copy.copy_into(path, directory)
         try:

@@ -225,9 +225,14 @@ def _gru_biases(bias: Array | None, units: int, reset_after: bool) -> tuple[Arra
     return bias, np.zeros(3 * units)
 
 
+# A GRU config without reset_after: Keras 2 wrote one only before 2.1.3, whose GRUs reset
+# before the recurrent matmul; every Keras 3 config that lacks it means the default, True.
+GRU_RESET_AFTER_DEFAULT = {"keras2": False, "keras3": True}
+
+
 def _gru_cell(config: dict, weights: Iterator[Array], family: str) -> _Cell:
     units = int(config["units"])
-    reset_after = bool(config.get("reset_after", True))
+    reset_after = bool(config.get("reset_after", GRU_RESET_AFTER_DEFAULT[family]))
     kernel, recurrent_kernel, bias = _dense_weights(config, weights, gates=3)
     input_bias, recurrent_bias = _gru_biases(bias, units, reset_after)
     act = activation(config.get("activation", "tanh"), family)

@@ -240,6 +240,10 @@ def _keras3_modules(keras, config: dict) -> None:
         if (isinstance(item, dict) and isinstance(item.get("config"), dict) and "module" not in item
                 and isinstance(getattr(keras.layers, str(item.get("class_name")), None), type)):
             item.update({"module": "keras.layers", "registered_name": None})
+    for entry in config.get("layers") or []:
+        # Read by Keras 3's current loader, which refuses it; the InputLayer holds the shape.
+        if entry.get("class_name") != "InputLayer" and isinstance(entry.get("config"), dict):
+            entry["config"].pop("batch_input_shape", None)
 
 
 def _translate_layer(keras, item: dict, notes: list, cudnn: dict, remedy: str = DEFAULT_REMEDY) -> None:
