@@ -6,7 +6,7 @@ OUT ?= out
 .PHONY: install demo test test-slow test-real bench fixtures clean
 
 install:
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[test]'
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[test,beam]'
 
 demo: install
 	@mkdir -p $(OUT)
