@@ -44,6 +44,10 @@ def __getattr__(name):
         from surgery.session import StreamSession
 
         return StreamSession
+    if name == "extract_states":  # states over a whole dataset (surgery/extract/)
+        from surgery.extract import extract_states
+
+        return extract_states
     raise AttributeError(f"module 'surgery' has no attribute {name!r}")
 
 
