@@ -17,7 +17,10 @@ import sys
 
 import click
 
+from surgery.commands.epilogs import EPILOGS
+from surgery.commands.options import progress_option
 from surgery.errors import SurgeryError
+from surgery.progress import Progress, resolve_mode as resolve_progress
 
 EXIT_INTERNAL = 5
 SANDBOX_ENV = "LSTM_SURGERY_SANDBOX"  # "0": run commands in-process, without limits
@@ -38,10 +41,13 @@ def handle_errors(command):
 
         as_json = kwargs.get("as_json", False)
         limit_options = {name: kwargs.pop(name, None) for name in ("timeout", "max_memory", "max_open_files")}
+        progress_flag = kwargs.pop("progress", None)
 
         def work():
             try:
-                return command(*args, **kwargs)
+                # Made in the worker (the forked child), whose stderr is the terminal's or the pipe's.
+                with Progress(resolve_progress(progress_flag, as_json)) as progress:
+                    return command(*args, progress=progress, **kwargs)
             except BaseException as error:  # noqa: BLE001 - every end maps to one line
                 _fail_for(error, as_json)
 
@@ -93,19 +99,10 @@ def _fail(message: str, code: int, kind: str, as_json: bool):
     sys.exit(code)
 
 
-class Progress:
-    """Stage messages on stderr, only for an interactive terminal and never with --json."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, message: str) -> None:
-        if self.enabled:
-            click.echo(f"  … {message}", err=True)
-
-
 def limit_options(command):
-    """Resource limits of the supervised child process (see surgery/sandbox.py)."""
+    """Resource limits of the supervised child process (see surgery/sandbox.py), and --progress
+    (every command has both)."""
+    command = progress_option(command)
     command = click.option("--max-open-files", type=click.IntRange(min=0), default=None,
                            help="Open-file limit of the worker (default 4096 or "
                                 "$LSTM_SURGERY_MAX_OPEN_FILES; 0: none).")(command)
@@ -137,21 +134,22 @@ def write_options(command):
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOGS["main"])
 @click.version_option(package_name="lstm-surgery")
 def main():
     """Expose, inject, stream and splice the state of recurrent layers in saved Keras models."""
 
 
-@main.command()
+@main.command(epilog=EPILOGS["inspect"])
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stable schema).")
 @limit_options
 @handle_errors
-def inspect(model, as_json):
+def inspect(model, as_json, progress):
     """List every recurrent layer of MODEL (static: nothing is executed, TensorFlow is not loaded)."""
     from surgery.inspect import format_table, inspect as run_inspect
 
+    progress(f"reading {model}")
     report = run_inspect(model)
     if as_json:
         _emit_json(report)
@@ -161,7 +159,7 @@ def inspect(model, as_json):
         sys.exit(4)  # the documented code for a model the tool cannot operate on
 
 
-@main.command("expose-state")
+@main.command("expose-state", epilog=EPILOGS["expose-state"])
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Output path (default: <stem>.exposed<ext> beside MODEL).")
 @click.option("--layer", "layers", multiple=True, help="Only this recurrent layer (name, site or path); repeatable.")
@@ -178,7 +176,7 @@ def inspect(model, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def expose_state(model, output, layers, inputs, no_outputs, to, strip, data, fmt, verify, force, unsafe,
-                 custom_objects_file, as_json):
+                 custom_objects_file, as_json, progress):
     """Make recurrent states of MODEL extra outputs (and, with --inputs, extra inputs)."""
     from surgery.expose import expose_state_file
     from surgery.loading import load_custom_objects
@@ -186,7 +184,7 @@ def expose_state(model, output, layers, inputs, no_outputs, to, strip, data, fmt
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = expose_state_file(
         model, output, layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
-        verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=Progress(not as_json), to=to,
+        verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=progress, to=to,
         strip=strip, data=data,
     )
     _report_write(result, as_json)
@@ -232,7 +230,7 @@ def _shape(shape) -> str:
     return "(None, " + ", ".join(str(d) for d in shape) + ")"
 
 
-@main.command()
+@main.command(epilog=EPILOGS["verify"])
 @click.argument("original", type=click.Path())
 @click.argument("rebuilt", type=click.Path())
 @click.option("--data", type=click.Path(dir_okay=False),
@@ -240,7 +238,7 @@ def _shape(shape) -> str:
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
-def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json):
+def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json, progress):
     """Check that REBUILT reproduces ORIGINAL exactly and its states match the NumPy oracle."""
     from surgery.loading import load_custom_objects
     from surgery.verify import verify_files
@@ -248,10 +246,12 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json):
     from surgery.diff import structural_mismatch
     from surgery.errors import VerificationError
 
+    progress("comparing the structures")
     mismatch = structural_mismatch(original, rebuilt)  # static: unrelated models never reach Keras
     if mismatch:
         raise VerificationError(mismatch)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    progress("loading both models and running them")
     report = verify_files(original, rebuilt, unsafe=unsafe, custom_objects=custom, data=data)
     if as_json:
         _emit_json(report.as_dict())
@@ -261,7 +261,7 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json):
         sys.exit(1)
 
 
-@main.command("split-seq2seq")
+@main.command("split-seq2seq", epilog=EPILOGS["split-seq2seq"])
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
               help="Output directory (default: <stem>.split beside MODEL); gets encoder.keras and decoder_step.keras.")
@@ -271,21 +271,21 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json):
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_json):
+def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_json, progress):
     """Split a trained encoder-decoder MODEL into an encoder and a one-step decoder model."""
     from surgery.loading import load_custom_objects
     from surgery.seq2seq import format_result, result_dict, split_seq2seq_file
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = split_seq2seq_file(model, outdir, force=force, verify=verify, unsafe=unsafe,
-                                custom_objects=custom, progress=Progress(not as_json))
+                                custom_objects=custom, progress=progress)
     if as_json:
         _emit_json(result_dict(result))
     else:
         click.echo(format_result(result))
 
 
-@main.command()
+@main.command(epilog=EPILOGS["convert"])
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Output .keras path (default: <stem>.keras3.keras beside MODEL).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
@@ -296,14 +296,14 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_json):
+def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_json, progress):
     """Upgrade a Keras 2 (tf.keras / tf_keras) model file to a Keras 3 .keras file."""
     from surgery.convert import convert_file
     from surgery.loading import load_custom_objects
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = convert_file(model, output, verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
-                          progress=Progress(not as_json), data=data)
+                          progress=progress, data=data)
     if as_json:
         _emit_json({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
                     "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check})
@@ -317,7 +317,7 @@ def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_
         click.echo(f"verified: the written file reproduces the translation exactly; {result.check}")
 
 
-@main.command()
+@main.command(epilog=EPILOGS["splice"])
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Output path (default: <B stem>.spliced<ext> beside B).")
@@ -338,7 +338,7 @@ def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the result as one JSON document.")
 @handle_errors
 def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt, verify, force, unsafe,
-           custom_objects_file, as_json):
+           custom_objects_file, as_json, progress):
     """Move A's trained recurrent weights or final state into B."""
     from surgery.loading import load_custom_objects
     from surgery.splice import plan as splice_plan, splice as run_splice
@@ -357,7 +357,7 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
         return
     result = run_splice(a, b, mode, list(mapping), output=output, data=data, fmt=fmt, store=store,
                         keep_override=keep_override, verify=verify, force=force, unsafe=unsafe,
-                        custom_objects=custom, progress=Progress(not as_json))
+                        custom_objects=custom, progress=progress)
     if as_json:
         _emit_json(result.as_dict())
         return
@@ -365,10 +365,11 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
     click.echo(result.summary)
 
 
-@main.command()
+@main.command(epilog=EPILOGS["stream"])
 @click.argument("model", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(),
-              help="Step model to write: a SavedModel directory (or a .keras file, external state only).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Step model to write: a SavedModel directory (or a .keras file, external state only); "
+                   "default: <stem>.step beside MODEL.")
 @click.option("--state", type=click.Choice(["external", "internal"]), default="external", show_default=True,
               help="external: states are inputs/outputs the caller carries; internal: variables in the model.")
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Timesteps per call (K).")
@@ -382,7 +383,7 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def stream(model, output, state, steps, batch_size, tflite_path, verify, force, unsafe, custom_objects_file,
-           as_json):
+           as_json, progress):
     """Turn MODEL into a step model that runs K timesteps per call and carries its state."""
     from surgery.loading import load_custom_objects
     from surgery.stream import stream_file
@@ -390,17 +391,18 @@ def stream(model, output, state, steps, batch_size, tflite_path, verify, force, 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,
                          verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
-                         progress=Progress(not as_json))
+                         progress=progress)
     if as_json:
         _emit_json(result.as_dict())
         return
     click.echo("\n".join(result.lines()))
 
 
-@main.command("extract-states")
+@main.command("extract-states", epilog=EPILOGS["extract-states"])
 @click.argument("model", type=click.Path())
 @click.option("--data", required=True, help="Sequences: .npy, .npz, .tfrecord, .parquet, or a folder or glob of them.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .npz or .parquet.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output .npz or .parquet (default: <stem>.states.npz beside MODEL, .parquet with --format parquet).")
 @click.option("--layer", "layers", multiple=True, help="Only this recurrent layer (name, site or path); repeatable.")
 @click.option("--trajectory", is_flag=True, help="Every state at every timestep (and the mask), not only the final one.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
@@ -413,16 +415,19 @@ def stream(model, output, state, steps, batch_size, tflite_path, verify, force, 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def extract_states(model, data, output, layers, trajectory, batch_size, fmt, runner, beam_options, force, unsafe,
-                   custom_objects_file, as_json):
+                   custom_objects_file, as_json, progress):
     """Run MODEL over a dataset and write its recurrent states (final, or every step)."""
-    from surgery.extract.progress import ProgressBar
     from surgery.extract import extract_states as run_extract
     from surgery.loading import load_custom_objects
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
+    if output is None:  # the rule of every writing command: a default name beside the input
+        from surgery.saving import default_output_path
+
+        output = f"{default_output_path(model, 'states', 'savedmodel')}.{fmt or 'npz'}"
     result = run_extract(model, data, output, layers=layers or None, trajectory=trajectory, batch_size=batch_size,
                          fmt=fmt, force=force, unsafe=unsafe, custom_objects=custom, runner=runner,
-                         beam_options=beam_options, progress=ProgressBar(enabled=not as_json))
+                         beam_options=beam_options, progress=progress.counter("extracting", "sequences"))
     if as_json:
         _emit_json(result.as_dict())
         return

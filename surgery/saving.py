@@ -81,12 +81,26 @@ def check_output(source, dest: str | os.PathLike, force: bool, *, directory: boo
     for path in (dest, manifest_path(dest)):
         if _lexists(path) and not force:
             raise UsageError(f"output {str(path)!r} exists; pass --force to overwrite it")
-    if not dest.parent.is_dir():
-        raise UsageError(f"output directory {str(dest.parent)!r} does not exist")
     if force:
         _check_replaceable(dest, directory)
         _check_replaceable(manifest_path(dest), False)
+    make_output_directory(dest.parent)
     return dest
+
+
+def make_output_directory(path: str | os.PathLike) -> bool:
+    """The one rule for every command's output directory: a missing one is created (with its
+    parents, like `mkdir -p`); True when it was. Anything in the way is refused in one line."""
+    path = Path(path)
+    if path.is_dir():
+        return False
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"cannot create the output directory {str(path)!r}: a file is in the way") from None
+    except OSError as error:
+        raise UsageError(f"cannot create the output directory {str(path)!r}: {error.strerror or error}") from None
+    return True
 
 
 def check_disjoint(source, dest: str | os.PathLike) -> None:

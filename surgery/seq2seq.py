@@ -674,8 +674,7 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
     original = plain.model
     step("splitting")
     split = split_seq2seq(original, custom_objects=custom_objects)
-    created = not outdir.exists()
-    outdir.mkdir(parents=True, exist_ok=True)
+    created = saving.make_output_directory(outdir)
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     source_hash = hasher.submit(saving.sha256_of, artifact.path)
     hasher.shutdown(wait=False)

@@ -1601,7 +1601,8 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
     step_msg = progress or (lambda _message: None)
     if state not in STATE_MODES:
         raise UsageError(f"--state must be external or internal, received {state!r}")
-    output = Path(output)
+    # The rule of every writing command: no -o, a default name beside the input (<stem>.step).
+    output = Path(output) if output is not None else saving.default_output_path(source, "step", "savedmodel")
     fmt = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}.get(output.suffix.lower(), "savedmodel")
     if fmt == "h5":
         raise UsageError(f"a step model is written as a SavedModel directory or a .keras file, not {output.name!r}")

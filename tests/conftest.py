@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Progress lines would interleave with the one-line errors the tests assert; test_progress turns it on.
+os.environ.setdefault("LSTM_SURGERY_PROGRESS", "0")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "models"
 sys.path.insert(0, str(ROOT / "fixtures"))

@@ -4,6 +4,8 @@ import sys
 
 import click
 
+from surgery.commands.options import progress_option
+
 EPILOG = """\b
 Examples:
   lstm-surgery diff model.keras model.exposed.keras
@@ -16,8 +18,9 @@ def register(main, handle_errors, emit_json) -> None:
     @click.argument("a", type=click.Path())
     @click.argument("b", type=click.Path())
     @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON (stable schema).")
+    @progress_option
     @handle_errors
-    def diff(a, b, as_json):
+    def diff(a, b, as_json, progress):
         """What changed from A to B: inputs/outputs, layers (config keys), weights (by sha256).
         Static: TensorFlow is not loaded and nothing from the files is executed."""
         from surgery.diff import diff as run_diff, format_table
