@@ -186,6 +186,8 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             step("writing (weights copied byte for byte)")
             _write_config_only(artifact, new_config, temp, fmt, crcs_checked=one_read)
             if one_read:
+                # Flushed to disk while the hash finishes (the commit's own fsync is then quick).
+                saving._fsync(temp)
                 source_hash.result()  # a corrupt member fails here, before anything loads it
         else:
             if original is None:

@@ -186,6 +186,10 @@ def _read_weight_shapes(
     """Dataset shapes and HDF5 hazards (h5.scan_hdf5) of the weights member."""
     _refuse_bomb(path, info)
     try:
+        if info.file_size <= IN_MEMORY_SCAN_BYTES:
+            with hdf5_memory_guard(), _h5_from_image(_read_member_capped(path, archive, info,
+                                                                         IN_MEMORY_SCAN_BYTES)) as weights:
+                return scan_hdf5(path, weights, where=info.filename + ":")
         with _open_member_seekable(path, archive, info) as member, hdf5_memory_guard():
             with h5py.File(member, "r") as weights:
                 return scan_hdf5(path, weights, where=info.filename + ":")
@@ -195,6 +199,21 @@ def _read_weight_shapes(
         raise unreadable(
             path, f"member {info.filename!r} is not a readable HDF5 file ({error})"
         ) from None
+
+
+# A weights member up to this size is scanned from memory (libhdf5 reads a file image
+# natively); larger ones through a window onto the archive (a Python call per read).
+IN_MEMORY_SCAN_BYTES = 64 << 20
+
+
+def _h5_from_image(data: bytes) -> h5py.File:
+    """An HDF5 file opened read-only from bytes in memory (core driver, nothing on disk)."""
+    from h5py import h5f, h5p
+
+    access = h5p.create(h5p.FILE_ACCESS)
+    access.set_fapl_core(backing_store=False)
+    access.set_file_image(data)
+    return h5py.File(h5f.open(b"in-memory weights", h5f.ACC_RDONLY, fapl=access))
 
 
 def _open_member_seekable(
@@ -425,14 +444,15 @@ def _member_crc32(source_path: str, info: zipfile.ZipInfo) -> int:
     return crc
 
 
-HASH_CHUNK_BYTES = 256 << 10  # read once, hashed and CRC'd while still in cache
+HASH_CHUNK_BYTES = 1 << 20  # each chunk read once; SHA-256 here, CRC-32 on a helper thread
 
 
 def sha256_checking_members(path: str | os.PathLike) -> str:
     """SHA-256 of a .keras file, with every stored member's CRC-32 checked in the same read.
 
     One pass over the source instead of one for the hash and one per member's CRC; a
-    corrupt member fails (UnreadableModelError) as the copy's own check would.
+    corrupt member fails (UnreadableModelError) as the copy's own check would. Both
+    digests release the GIL, so the CRC of a chunk runs on a second core beside its hash.
     """
     import hashlib
 
@@ -444,16 +464,22 @@ def sha256_checking_members(path: str | os.PathLike) -> str:
                   for start in [_stored_data_offset(path, archive, info)]]
     crcs = [0] * len(ranges)
     digest = hashlib.sha256()
+
+    def crc_of(chunk, position: int) -> None:
+        for index, (start, end, _info) in enumerate(ranges):
+            if start < position + len(chunk) and end > position:
+                crcs[index] = zlib.crc32(chunk[max(0, start - position): end - position], crcs[index])
+
     buffer = bytearray(HASH_CHUNK_BYTES)
     view = memoryview(buffer)
     position = 0
-    with open(path, "rb", buffering=0) as handle:
+    with open(path, "rb", buffering=0) as handle, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as helper:
         while got := handle.readinto(buffer):
             chunk = view[:got]
+            pending = helper.submit(crc_of, chunk, position)
             digest.update(chunk)
-            for index, (start, end, _info) in enumerate(ranges):
-                if start < position + got and end > position:
-                    crcs[index] = zlib.crc32(chunk[max(0, start - position): min(got, end - position)], crcs[index])
+            pending.result()  # the buffer is reused for the next chunk
             position += got
     for (_start, _end, info), actual in zip(ranges, crcs):
         if actual != info.CRC:
