@@ -72,24 +72,29 @@ def _fail_for(error: BaseException, as_json: bool):
 
     if isinstance(error, SystemExit):
         raise error
+    if isinstance(error, Terminated) and error.quiet:
+        sys.exit(128 + error.signum)
+    _fail(*describe_error(error), as_json)
+
+
+def describe_error(error: BaseException) -> tuple[str, int, str]:
+    """(one-line message, exit code, kind) for any error a command may end with."""
+    from surgery.sandbox import Terminated
+
     if isinstance(error, SurgeryError):
-        _fail(str(error), error.exit_code, type(error).__name__, as_json)
+        return str(error), error.exit_code, type(error).__name__
     if isinstance(error, KeyboardInterrupt):
-        _fail("interrupted", 130, "KeyboardInterrupt", as_json)
+        return "interrupted", 130, "KeyboardInterrupt"
     if isinstance(error, Terminated):
-        if error.quiet:
-            sys.exit(128 + error.signum)
-        _fail(f"terminated by {error}", 128 + error.signum, "Terminated", as_json)
+        return f"terminated by {error}", 128 + error.signum, "Terminated"
     if isinstance(error, ImportError) and "failed to map segment" in str(error):
-        _fail(f"not enough memory under the limit to load TensorFlow ({error}); raise --max-memory",
-              2, "ResourceLimitError", as_json)
+        return (f"not enough memory under the limit to load TensorFlow ({error}); raise --max-memory",
+                2, "ResourceLimitError")
     if isinstance(error, MemoryError):
-        _fail("ran out of memory (raise the limit with --max-memory if the machine has more)",
-              2, "ResourceLimitError", as_json)
+        return "ran out of memory (raise the limit with --max-memory if the machine has more)", 2, "ResourceLimitError"
     # Never a traceback on the user's terminal: a bug in the tool, said as such.
     message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-    _fail(f"internal error: {message}; this is a bug in lstm-surgery, please report it",
-          EXIT_INTERNAL, "InternalError", as_json)
+    return f"internal error: {message}; this is a bug in lstm-surgery, please report it", EXIT_INTERNAL, "InternalError"
 
 
 def _fail(message: str, code: int, kind: str, as_json: bool):
@@ -141,27 +146,41 @@ def main():
 
 
 @main.command(epilog=EPILOGS["inspect"])
-@click.argument("model", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stable schema).")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON (stable schema); several models: one JSON line each.")
 @limit_options
 @handle_errors
-def inspect(model, as_json, progress):
-    """List every recurrent layer of MODEL (static: nothing is executed, TensorFlow is not loaded)."""
+def inspect(models, as_json, progress):
+    """List every recurrent layer of each MODEL (a path or a glob; static: nothing is executed,
+    TensorFlow is not loaded)."""
+    from surgery.commands.many import dispatch, expand
     from surgery.inspect import format_table, inspect as run_inspect
 
-    progress(f"reading {model}")
-    report = run_inspect(model)
-    if as_json:
-        _emit_json(report)
-    else:
-        click.echo(format_table(report))
-    if not report["supported"]:
-        sys.exit(4)  # the documented code for a model the tool cannot operate on
+    models = expand(models)
+
+    def one(model, _index, emit):
+        progress(f"reading {model}")
+        report = run_inspect(model)
+        if as_json:
+            emit(report)
+        else:
+            click.echo(format_table(report) + ("\n" if len(models) > 1 else ""))
+        return 0 if report["supported"] else 4  # the documented code for a model the tool cannot operate on
+
+    _exit_with(dispatch(models, one, as_json=as_json, describe=describe_error, progress=progress,
+                        emit_json=_emit_json))
+
+
+def _exit_with(code: int) -> None:
+    if code:
+        sys.exit(code)
 
 
 @main.command("expose-state", epilog=EPILOGS["expose-state"])
-@click.argument("model", type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="Output path (default: <stem>.exposed<ext> beside MODEL).")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(),
+              help="Output path (default: <stem>.exposed<ext> beside MODEL); with several models, a directory.")
 @click.option("--layer", "layers", multiple=True, help="Only this recurrent layer (name, site or path); repeatable.")
 @click.option("--inputs", is_flag=True, help="Also add initial-state inputs.")
 @click.option("--no-outputs", is_flag=True, help="Do not add state outputs.")
@@ -175,25 +194,36 @@ def inspect(model, as_json, progress):
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def expose_state(model, output, layers, inputs, no_outputs, to, strip, data, fmt, verify, force, unsafe,
+def expose_state(models, output, layers, inputs, no_outputs, to, strip, data, fmt, verify, force, unsafe,
                  custom_objects_file, as_json, progress):
-    """Make recurrent states of MODEL extra outputs (and, with --inputs, extra inputs)."""
+    """Make recurrent states of each MODEL (a path or a glob) extra outputs (and, with --inputs,
+    extra inputs)."""
+    from surgery.commands.many import dispatch, expand, outputs_in
     from surgery.expose import expose_state_file
     from surgery.loading import load_custom_objects
+    from surgery.saving import default_output_path
 
+    models = expand(models)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
-    result = expose_state_file(
-        model, output, layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
-        verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=progress, to=to,
-        strip=strip, data=data,
-    )
-    _report_write(result, as_json)
+    outputs = outputs_in(output, models, lambda m: default_output_path(m, "exposed", fmt)) \
+        if len(models) > 1 else [output]
+
+    def one(model, index, emit):
+        result = expose_state_file(
+            model, outputs[index], layers=layers or None, outputs=not no_outputs, inputs=inputs, fmt=fmt,
+            verify=verify, force=force, unsafe=unsafe, custom_objects=custom, progress=progress, to=to,
+            strip=strip, data=data,
+        )
+        _report_write(result, as_json, emit)
+
+    _exit_with(dispatch(models, one, as_json=as_json, describe=describe_error, progress=progress,
+                        emit_json=_emit_json))
 
 
-def _report_write(result, as_json: bool) -> None:
+def _report_write(result, as_json: bool, emit=None) -> None:
     plan = result.plan
     if as_json:
-        _emit_json({
+        (emit or _emit_json)({
             "ok": True,
             "output": str(result.output),
             "manifest": str(result.manifest),
@@ -286,8 +316,9 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_
 
 
 @main.command(epilog=EPILOGS["convert"])
-@click.argument("model", type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="Output .keras path (default: <stem>.keras3.keras beside MODEL).")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(),
+              help="Output .keras path (default: <stem>.keras3.keras beside MODEL); with several models, a directory.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the Keras 3 model reproduces the Keras 2 original.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -296,25 +327,35 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def convert(model, output, verify, force, data, unsafe, custom_objects_file, as_json, progress):
-    """Upgrade a Keras 2 (tf.keras / tf_keras) model file to a Keras 3 .keras file."""
+def convert(models, output, verify, force, data, unsafe, custom_objects_file, as_json, progress):
+    """Upgrade each Keras 2 (tf.keras / tf_keras) MODEL file (a path or a glob) to a Keras 3 .keras file."""
+    from surgery.commands.many import dispatch, expand, outputs_in
     from surgery.convert import convert_file
     from surgery.loading import load_custom_objects
+    from surgery.saving import default_output_path
 
+    models = expand(models)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
-    result = convert_file(model, output, verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
-                          progress=progress, data=data)
-    if as_json:
-        _emit_json({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
-                    "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check})
-        return
-    click.echo(f"wrote {result.output} (Keras 3) and {result.manifest.name}")
-    for note in result.notes:
-        click.echo(f"note: {note}")
-    if not result.verified:
-        click.echo("not verified (--no-verify)")
-    else:
-        click.echo(f"verified: the written file reproduces the translation exactly; {result.check}")
+    outputs = outputs_in(output, models, lambda m: default_output_path(m, "keras3", "keras")) \
+        if len(models) > 1 else [output]
+
+    def one(model, index, emit):
+        result = convert_file(model, outputs[index], verify=verify, force=force, unsafe=unsafe,
+                              custom_objects=custom, progress=progress, data=data)
+        if as_json:
+            emit({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
+                  "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check})
+            return
+        click.echo(f"wrote {result.output} (Keras 3) and {result.manifest.name}")
+        for note in result.notes:
+            click.echo(f"note: {note}")
+        if not result.verified:
+            click.echo("not verified (--no-verify)")
+        else:
+            click.echo(f"verified: the written file reproduces the translation exactly; {result.check}")
+
+    _exit_with(dispatch(models, one, as_json=as_json, describe=describe_error, progress=progress,
+                        emit_json=_emit_json))
 
 
 @main.command(epilog=EPILOGS["splice"])
@@ -376,13 +417,16 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fixed batch size (default: any; internal state: 1).")
 @click.option("--tflite", "tflite_path", type=click.Path(dir_okay=False), help="Also write a TFLite model here.")
+@click.option("--per-step", "per_step", multiple=True, metavar="LAYER",
+              help="Treat this layer (layer, class or registered name; e.g. a custom layer) as acting on each "
+                   "timestep separately, so streaming keeps it; repeatable. Verification still checks it.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Step through 500 timesteps (K 1, 4, 16; batch 1, 8) against the full-sequence model.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def stream(model, output, state, steps, batch_size, tflite_path, verify, force, unsafe, custom_objects_file,
+def stream(model, output, state, steps, batch_size, tflite_path, per_step, verify, force, unsafe, custom_objects_file,
            as_json, progress):
     """Turn MODEL into a step model that runs K timesteps per call and carries its state."""
     from surgery.loading import load_custom_objects
@@ -391,7 +435,7 @@ def stream(model, output, state, steps, batch_size, tflite_path, verify, force, 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,
                          verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
-                         progress=progress)
+                         progress=progress, per_step=per_step)
     if as_json:
         _emit_json(result.as_dict())
         return

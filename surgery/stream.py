@@ -32,6 +32,8 @@ raise NotSupportedError naming the layer and the reason.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import math
 from collections.abc import Callable, Iterable
@@ -65,6 +67,46 @@ _RANK_AGNOSTIC = frozenset({
 })
 # Per-timestep on a sequence (they never mix time steps).
 _SEQUENCE_PER_STEP = _RANK_AGNOSTIC | {"Masking", "Embedding", "TimeDistributed", "SpatialDropout1D"}
+# Layers the user declared as acting on each timestep (`stream --per-step LAYER`): a layer name,
+# a class name or a registered name. A context variable, so every config the verification
+# builds (step, full-sequence, any-length) sees the same declaration without a new argument.
+_DECLARED_PER_STEP: contextvars.ContextVar[frozenset] = contextvars.ContextVar("per_step", default=frozenset())
+
+
+@contextlib.contextmanager
+def per_step_layers(names: Iterable[str]):
+    """Within the block, streaming treats these layers (by layer, class or registered name) as
+    acting on each timestep separately, as it does Dense or Masking."""
+    token = _DECLARED_PER_STEP.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _DECLARED_PER_STEP.reset(token)
+
+
+def _declared_per_step(entry: dict) -> bool:
+    declared = _DECLARED_PER_STEP.get()
+    return bool(declared) and bool({Level.name_of(entry), entry.get("class_name"),
+                                    entry.get("registered_name")} & declared)
+
+
+def undeclared_layers(model_config, names: Iterable[str]) -> list[str]:
+    """The names that match no layer, class or registered name anywhere in the config."""
+    seen: set = set()
+
+    def walk(value):
+        if isinstance(value, dict):
+            if "class_name" in value:
+                seen.update({value.get("class_name"), value.get("registered_name"),
+                             (value.get("config") or {}).get("name") if isinstance(value.get("config"), dict) else None})
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(model_config)
+    return [name for name in names if name not in seen]
 # Per-timestep unless their axis is the batch or time axis.
 _AXIS_LAYERS = {"LayerNormalization": "axis", "BatchNormalization": "axis", "UnitNormalization": "axis",
                 "Softmax": "axis", "Normalization": "axis"}
@@ -318,6 +360,9 @@ class _LevelStream:
             raise _refuse(self.path, entry, _ACROSS_TIME[class_name])
         if class_name in _MERGE_LAYERS:
             return self._merge(entry, node, kind)
+        if kind == SEQ and _declared_per_step(entry):  # the user said so (--per-step)
+            self._mode(entry, "as-is")
+            return SEQ
         if len(arg_kinds) != 1:
             raise _refuse(self.path, entry, "a layer with several inputs that is not known to act on each time "
                                             "step separately")
@@ -355,7 +400,8 @@ class _LevelStream:
             self._mode(entry, "as-is")
             return SEQ
         raise _refuse(self.path, entry, "it is not known to act on each time step separately "
-                                        "(wrap per-step layers in TimeDistributed)")
+                                        "(wrap per-step layers in TimeDistributed, or declare it: --per-step "
+                                        f"{class_name})")
 
     def _sequence_reshape(self, entry: dict, node: dict) -> str:
         target = list(entry["config"].get("target_shape", []))
@@ -1589,11 +1635,22 @@ def verify_internal(name: str, driver: _InternalDriver, model, plan: StreamPlan,
     return result
 
 
-def stream_file(source, output, *, state: str = "external", steps: int = 1, batch_size: int | None = None,
+def stream_file(source, output=None, *, state: str = "external", steps: int = 1, batch_size: int | None = None,
                 tflite_path=None, verify: bool = True, force: bool = False, unsafe: bool = False,
-                custom_objects=None, progress=None, verify_length: int = VERIFY_LENGTH) -> StreamResult:
-    """Write a step model of `source` (SavedModel directory, or .keras for external state),
-    optionally a .tflite beside, verified, atomically, with a manifest."""
+                custom_objects=None, progress=None, verify_length: int = VERIFY_LENGTH,
+                per_step: Iterable[str] = ()) -> StreamResult:
+    """Write a step model of `source` (SavedModel directory, or .keras for external state;
+    default <stem>.step beside it), optionally a .tflite beside, verified, atomically, with a
+    manifest. per_step: layers (layer, class or registered names) to treat as acting on each
+    timestep, e.g. a custom layer streaming would otherwise refuse."""
+    with per_step_layers(per_step):
+        return _stream_file(source, output, state=state, steps=steps, batch_size=batch_size,
+                            tflite_path=tflite_path, verify=verify, force=force, unsafe=unsafe,
+                            custom_objects=custom_objects, progress=progress, verify_length=verify_length)
+
+
+def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verify, force, unsafe,
+                 custom_objects, progress, verify_length) -> StreamResult:
     from surgery import formats, saving
     from surgery.loading import load_model
     from surgery.safety import ensure_artifact_safe
@@ -1619,6 +1676,9 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
     if artifact.weights_only:
         raise UsageError(f"{str(source)!r} holds weights only; streaming needs a full model file")
     ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
+    unknown = undeclared_layers(artifact.model_config, sorted(_DECLARED_PER_STEP.get()))
+    if unknown:
+        raise UsageError(f"--per-step {unknown[0]!r}: no layer, class or registered name in the model is called so")
     from surgery import state_io
 
     # State I/O another command added is taken off here and redone under the same names.
@@ -1672,6 +1732,7 @@ def stream_file(source, output, *, state: str = "external", steps: int = 1, batc
             "tflite": ({"path": tflite_path.name, "ops": converted.report.as_dict()} if converted is not None else None),
         }
         extra["input_model"] = plain.as_dict()
+        extra["declared_per_step"] = sorted(_DECLARED_PER_STEP.get())
         manifest = saving.build_manifest(
             artifact=output, fmt=fmt, family="keras3", operation="stream", plan=plan.states, source=artifact.path,
             source_sha256=saving.sha256_of(artifact.path), model_inputs=list(plan.input_names),

@@ -141,3 +141,71 @@ def test_shell_completion_script_is_produced():
                             env={**os.environ, "_LSTM_SURGERY_COMPLETE": "bash_source"})
     assert result.returncode == 0, result.stderr
     assert "complete -o nosort -F" in result.stdout and "_LSTM_SURGERY_COMPLETE=bash_complete" in result.stdout
+
+
+def test_several_models_and_globs_one_json_line_each_exit_the_highest(tmp_path):
+    result = run_cli("inspect", FIXTURES / "gru.keras", str(FIXTURES / "lstm_s*.keras"),
+                     FIXTURES / "subclassed.keras", tmp_path / "missing.keras", "--json")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    inputs = [line["input"] for line in lines]
+    assert inputs[0].endswith("gru.keras") and inputs[-1].endswith("missing.keras")
+    assert any(i.endswith("lstm_stacked.keras") for i in inputs) and any(i.endswith("lstm_shared.keras") for i in inputs)
+    assert lines[-1]["ok"] is False and lines[-1]["exit_code"] == 2
+    assert result.returncode == 4, result.stderr  # the highest: one unsupported model
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.keras'}: no such file or directory"]
+    nothing = run_cli("inspect", str(tmp_path / "*.keras"))
+    assert nothing.returncode == 2 and "no file matches" in nothing.stderr
+
+
+def test_expose_several_models_into_a_directory(tmp_path):
+    out = tmp_path / "exposed"
+    result = run_cli("expose-state", FIXTURES / "gru.keras", FIXTURES / "lstm_stacked.keras", "-o", out,
+                     "--no-verify", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(line["output"]).name for line in lines] == ["gru.exposed.keras", "lstm_stacked.exposed.keras"]
+    assert all((out / name).is_file() for name in ("gru.exposed.keras", "lstm_stacked.exposed.keras"))
+    clash = run_cli("expose-state", FIXTURES / "gru.keras", FIXTURES / "gru.keras", tmp_path / "x" / "gru.keras",
+                    "-o", out)
+    assert clash.returncode == 2 and "would both be written" in clash.stderr
+
+
+PER_STEP_LAYER = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="habits")
+class StepScale(keras.layers.Layer):
+    """x * w + b on each timestep: per-timestep, but streaming cannot know that."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="random_normal", name="w")
+        self.b = self.add_weight(shape=(input_shape[-1],), initializer="random_normal", name="b")
+
+    def call(self, x):
+        return x * self.w + self.b
+'''
+
+
+def test_stream_per_step_declares_a_custom_layer(tmp_path, keras):
+    import runpy
+
+    layers_file = tmp_path / "layers.py"
+    layers_file.write_text(PER_STEP_LAYER)
+    StepScale = runpy.run_path(str(layers_file))["StepScale"]
+    inputs = keras.Input((12, 3))
+    x = StepScale(name="scale")(inputs)
+    x = keras.layers.LSTM(5, return_sequences=True, name="lstm")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    source = tmp_path / "custom.keras"
+    model.save(source)
+    refused = run_cli("stream", source, "--custom-objects", layers_file, "--no-verify")
+    assert refused.returncode == 4 and "--per-step StepScale" in refused.stderr, refused.stderr
+    unknown = run_cli("stream", source, "--custom-objects", layers_file, "--per-step", "Nope", "--no-verify")
+    assert unknown.returncode == 2 and "'Nope'" in unknown.stderr, unknown.stderr
+    result = run_cli("stream", source, "--custom-objects", layers_file, "--per-step", "StepScale", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verification"]["ok"] is True  # declared, and still checked step by step
+    manifest = saving.manifest_path(tmp_path / "custom.step").read_text()
+    assert '"declared_per_step": [\n' in manifest or '"declared_per_step": ["StepScale"]' in manifest

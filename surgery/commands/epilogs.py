@@ -26,7 +26,7 @@ Examples:
   lstm-surgery inspect model.keras
   lstm-surgery inspect models/*.keras --json        # one JSON line per model
   lstm-surgery inspect model.h5 --plot model.svg    # and a picture of the graph
-Exit status: the worst over the models; 4 when one is not supported.""",
+Exit status: the highest over the models (4: one is not supported, 2: unreadable).""",
     "expose-state": """\b
 Examples:
   lstm-surgery expose-state model.keras                     # writes model.exposed.keras
