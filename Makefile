@@ -22,7 +22,9 @@ demo: install
 test: install
 	$(PYTHON) -m pytest -q -n 2
 
+# The slow tests include rendering a --plot SVG in headless Chromium (from the system packages).
 test-slow: install
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PYTHON) -m pytest -q -n 2 -m slow
 
 # Real trained models from public packages (downloads them once into ~/.cache/lstm-surgery-real).
@@ -30,8 +32,12 @@ test-real: install
 	$(PYTHON) tests/real/fetch.py
 	$(PYTHON) -m pytest -q -p no:xdist -m real tests/real
 
+# BENCH_FLAGS=--big adds the 1 GB expose-state runs (the naive route alone takes minutes).
+BENCH_FLAGS ?=
 bench: install
 	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/expose_bench.py $(BENCH_FLAGS)
+	$(PYTHON) benchmarks/splice_bench.py --size-mb 256
 
 fixtures:
 	$(PYTHON) fixtures/build.py

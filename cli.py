@@ -14,12 +14,13 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from surgery.commands.epilogs import EPILOGS
-from surgery.commands.options import progress_option
-from surgery.errors import SurgeryError
+from surgery.commands.options import draw, plot_option, progress_option
+from surgery.errors import SurgeryError, UsageError
 from surgery.progress import Progress, resolve_mode as resolve_progress
 
 EXIT_INTERNAL = 5
@@ -149,15 +150,18 @@ def main():
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as JSON (stable schema); several models: one JSON line each.")
+@plot_option
 @limit_options
 @handle_errors
-def inspect(models, as_json, progress):
+def inspect(models, as_json, plot_path, progress):
     """List every recurrent layer of each MODEL (a path or a glob; static: nothing is executed,
     TensorFlow is not loaded)."""
     from surgery.commands.many import dispatch, expand
     from surgery.inspect import format_table, inspect as run_inspect
 
     models = expand(models)
+    if plot_path and len(models) > 1:
+        raise UsageError("--plot draws one model; give one MODEL")
 
     def one(model, _index, emit):
         progress(f"reading {model}")
@@ -166,6 +170,7 @@ def inspect(models, as_json, progress):
             emit(report)
         else:
             click.echo(format_table(report) + ("\n" if len(models) > 1 else ""))
+        draw([model], plot_path, [Path(model).name])
         return 0 if report["supported"] else 4  # the documented code for a model the tool cannot operate on
 
     _exit_with(dispatch(models, one, as_json=as_json, describe=describe_error, progress=progress,
@@ -192,10 +197,11 @@ def _exit_with(code: int) -> None:
               help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
 @write_options
 @load_options
+@plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def expose_state(models, output, layers, inputs, no_outputs, to, strip, data, fmt, verify, force, unsafe,
-                 custom_objects_file, as_json, progress):
+                 custom_objects_file, plot_path, as_json, progress):
     """Make recurrent states of each MODEL (a path or a glob) extra outputs (and, with --inputs,
     extra inputs)."""
     from surgery.commands.many import dispatch, expand, outputs_in
@@ -207,6 +213,8 @@ def expose_state(models, output, layers, inputs, no_outputs, to, strip, data, fm
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     outputs = outputs_in(output, models, lambda m: default_output_path(m, "exposed", fmt)) \
         if len(models) > 1 else [output]
+    if plot_path and len(models) > 1:
+        raise UsageError("--plot draws one model; give one MODEL")
 
     def one(model, index, emit):
         result = expose_state_file(
@@ -215,6 +223,7 @@ def expose_state(models, output, layers, inputs, no_outputs, to, strip, data, fm
             strip=strip, data=data,
         )
         _report_write(result, as_json, emit)
+        draw([model, result.output], plot_path, [f"before: {Path(model).name}", f"after: {result.output.name}"])
 
     _exit_with(dispatch(models, one, as_json=as_json, describe=describe_error, progress=progress,
                         emit_json=_emit_json))
@@ -300,8 +309,9 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json, progre
               help="Reload what was written and check it step by step against teacher forcing.")
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@plot_option
 @handle_errors
-def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_json, progress):
+def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, plot_path, as_json, progress):
     """Split a trained encoder-decoder MODEL into an encoder and a one-step decoder model."""
     from surgery.loading import load_custom_objects
     from surgery.seq2seq import format_result, result_dict, split_seq2seq_file
@@ -309,6 +319,8 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = split_seq2seq_file(model, outdir, force=force, verify=verify, unsafe=unsafe,
                                 custom_objects=custom, progress=progress)
+    draw([model, result.encoder, result.decoder], plot_path,
+         [f"before: {Path(model).name}", f"encoder: {result.encoder.name}", f"decoder: {result.decoder.name}"])
     if as_json:
         _emit_json(result_dict(result))
     else:
@@ -326,8 +338,9 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, as_
               help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@plot_option
 @handle_errors
-def convert(models, output, verify, force, data, unsafe, custom_objects_file, as_json, progress):
+def convert(models, output, verify, force, data, unsafe, custom_objects_file, plot_path, as_json, progress):
     """Upgrade each Keras 2 (tf.keras / tf_keras) MODEL file (a path or a glob) to a Keras 3 .keras file."""
     from surgery.commands.many import dispatch, expand, outputs_in
     from surgery.convert import convert_file
@@ -338,10 +351,13 @@ def convert(models, output, verify, force, data, unsafe, custom_objects_file, as
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     outputs = outputs_in(output, models, lambda m: default_output_path(m, "keras3", "keras")) \
         if len(models) > 1 else [output]
+    if plot_path and len(models) > 1:
+        raise UsageError("--plot draws one model; give one MODEL")
 
     def one(model, index, emit):
         result = convert_file(model, outputs[index], verify=verify, force=force, unsafe=unsafe,
                               custom_objects=custom, progress=progress, data=data)
+        draw([model, result.output], plot_path, [f"before: {Path(model).name}", f"after: {result.output.name}"])
         if as_json:
             emit({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
                   "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check})
@@ -377,9 +393,10 @@ def convert(models, output, verify, force, data, unsafe, custom_objects_file, as
 @write_options
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the result as one JSON document.")
+@plot_option
 @handle_errors
 def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt, verify, force, unsafe,
-           custom_objects_file, as_json, progress):
+           custom_objects_file, plot_path, as_json, progress):
     """Move A's trained recurrent weights or final state into B."""
     from surgery.loading import load_custom_objects
     from surgery.splice import plan as splice_plan, splice as run_splice
@@ -399,6 +416,7 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
     result = run_splice(a, b, mode, list(mapping), output=output, data=data, fmt=fmt, store=store,
                         keep_override=keep_override, verify=verify, force=force, unsafe=unsafe,
                         custom_objects=custom, progress=progress)
+    draw([b, a, result.output], plot_path, [f"B: {Path(b).name}", f"A: {Path(a).name}", f"after: {result.output.name}"])
     if as_json:
         _emit_json(result.as_dict())
         return
@@ -425,9 +443,10 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@plot_option
 @handle_errors
 def stream(model, output, state, steps, batch_size, tflite_path, per_step, verify, force, unsafe, custom_objects_file,
-           as_json, progress):
+           plot_path, as_json, progress):
     """Turn MODEL into a step model that runs K timesteps per call and carries its state."""
     from surgery.loading import load_custom_objects
     from surgery.stream import stream_file
@@ -436,6 +455,7 @@ def stream(model, output, state, steps, batch_size, tflite_path, per_step, verif
     result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,
                          verify=verify, force=force, unsafe=unsafe, custom_objects=custom,
                          progress=progress, per_step=per_step)
+    draw([model, result.output], plot_path, [f"before: {Path(model).name}", f"step model: {result.output.name}"])
     if as_json:
         _emit_json(result.as_dict())
         return
