@@ -267,10 +267,21 @@ def plot(sources: list, out: str | os.PathLike, titles: list[str] | None = None,
         raise UsageError(f"--plot {str(out)!r}: the picture is an SVG file; name it .svg")
     saving.check_disjoint(sources, out)
     saving.make_output_directory(out.parent)
-    graphs = [graph_of(s, t) for s, t in zip(sources, titles or [None] * len(sources))]
+    graphs = [graph_of(s, t) if index == 0 else _graph_or_note(s, t)
+              for index, (s, t) in enumerate(zip(sources, titles or [None] * len(sources)))]
     for graph in graphs[1:]:
         mark_added(graphs[0], graph)
     temp = out.with_name(f".{out.name}{saving.TEMP_MARKER}tmp")
     temp.write_text(render_svg(graphs))
     os.replace(temp, out)
     return out
+
+
+def _graph_or_note(source, title: str | None) -> Graph:
+    """What a command wrote may have no Keras graph to read (a step model's plain SavedModel):
+    its panel then says so, and the command, already done, does not fail over a picture."""
+    try:
+        return graph_of(source, title)
+    except SurgeryError as error:
+        name = Path(source).name
+        return Graph(title or name, {name: Node(name, "no Keras graph in the file")}, [], str(error)[:90])
