@@ -1,11 +1,11 @@
 """Benchmarks for the figures named in the issues. Prints a Markdown table for the README.
 
-    python benchmarks/run.py [--size-mb 1024] [--only NAME]
+    python benchmarks/run.py [--only inspect|throughput] [--repeat 5]
 
-- inspect on a model with ~100 MB of weights: wall time, TensorFlow never imported.
-- expose-state --no-verify on a model with ~1 GB of LSTM weights: time vs `cp`, peak RSS,
-  weights member byte-identical.
+- inspect in-process on a model with ~100 MB of weights and on a 1000-layer config (TensorFlow
+  and Keras never imported, asserted), and the whole `cli.py inspect` process on the 100 MB one.
 - full-sequence throughput of the rebuilt model vs the original.
+expose-state figures: benchmarks/expose_bench.py; splice: benchmarks/splice_bench.py.
 
 Big models are generated once under benchmarks/data/ (ignored by git): a real Keras LSTM
 model saved small, whose weights member is then rewritten at full size with h5py.
@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -85,39 +84,44 @@ def best_of(n: int, command: list[str]) -> tuple[float, int]:
     return min(r[0] for r in runs), max(r[1] for r in runs)
 
 
-def bench_inspect(rows: list) -> None:
+def many_layers_model(path: Path, layers: int = 1000) -> Path:
+    """A .keras model with `layers` layers: Dense(8) and LSTM(8, return_sequences) alternating."""
+    if path.exists():
+        return path
+    from surgery.quiet import import_keras
+
+    keras = import_keras()
+    hidden = inputs = keras.Input((None, 8))
+    for i in range(layers // 2 - 1):
+        hidden = keras.layers.Dense(8, name=f"d{i}")(hidden)
+        hidden = keras.layers.LSTM(8, return_sequences=True, name=f"l{i}")(hidden)
+    hidden = keras.layers.Dense(8, name="d_last")(hidden)
+    outputs = keras.layers.LSTM(8, name="l_last")(hidden)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def bench_inspect(rows: list, repeat: int = 5) -> None:
+    """inspect in-process (best of `repeat`, TensorFlow and Keras never imported) on a 100 MB
+    model and a 1000-layer one, and the whole CLI process on the 100 MB model."""
     model = big_lstm_model(DATA / "lstm_100mb.keras", 100)
+    layers = many_layers_model(DATA / "layers_1000.keras")
     size = model.stat().st_size / 1e6
-    code = (
-        "import sys, time; t=time.perf_counter(); from surgery.inspect import inspect; "
-        f"inspect({str(model)!r}); dt=time.perf_counter()-t; "
-        "assert 'tensorflow' not in sys.modules; print(dt)"
-    )
-    times = []
-    for _ in range(5):
+    for path, label in ((model, f"{size:.0f} MB model"), (layers, "1000-layer config")):
+        code = (
+            "import sys, time; from surgery.inspect import inspect; times = []\n"
+            f"for _ in range({repeat}):\n"
+            f"    t = time.perf_counter(); inspect({str(path)!r}); times.append(time.perf_counter() - t)\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; print(min(times))"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-        times.append(float(out.stdout.strip()))
-    cli_time, cli_rss = best_of(3, [sys.executable, str(ROOT / "cli.py"), "inspect", str(model), "--json"])
-    rows.append(("inspect, 100 MB model (in-process, best of 5)", f"{min(times):.3f} s", "target ≤ 0.3 s; TensorFlow not imported"))
-    rows.append(("inspect CLI incl. Python start-up", f"{cli_time:.3f} s", f"peak RSS {cli_rss} MB; file {size:.0f} MB"))
-
-
-def bench_expose(rows: list, size_mb: int) -> None:
-    model = big_lstm_model(DATA / f"lstm_{size_mb}mb.keras", size_mb)
-    size = model.stat().st_size / 1e6
-    out = DATA / "exposed.keras"
-    copy = DATA / "copy.keras"
-    cp_time, _ = best_of(3, ["cp", str(model), str(copy)])
-    command = [sys.executable, str(ROOT / "cli.py"), "expose-state", str(model), "-o", str(out),
-               "--no-verify", "--force"]
-    ours, rss = best_of(3, command)
-    same = member_hash(model, "model.weights.h5") == member_hash(out, "model.weights.h5")
-    startup, _ = best_of(3, [sys.executable, "-c", "import cli, surgery.expose"])
-    rows.append((f"cp of the {size:.0f} MB model", f"{cp_time:.3f} s", ""))
-    rows.append((f"expose-state --no-verify, {size:.0f} MB", f"{ours:.3f} s",
-                 f"{ours / cp_time:.2f}× cp (target ≤ 2×); peak RSS {rss} MB (target ≤ 300); "
-                 f"weights member identical: {same}; Python start-up {startup:.2f} s of it"))
-    copy.unlink(missing_ok=True)
+        rows.append((f"inspect, {label}, in-process", f"{float(out.stdout.strip()):.3f} s",
+                     f"best of {repeat}; target ≤ 0.3 s; TensorFlow and Keras not imported"))
+    cli_time, cli_rss = best_of(repeat, [sys.executable, str(ROOT / "cli.py"), "inspect", str(model), "--json"])
+    bare, _ = best_of(repeat, [sys.executable, "-c", "pass"])
+    rows.append((f"inspect CLI, {size:.0f} MB model, whole process", f"{cli_time:.3f} s",
+                 f"best of {repeat}; target ≤ 0.3 s; peak RSS {cli_rss} MB; bare `python -c pass` {bare:.3f} s"))
 
 
 def bench_throughput(rows: list) -> None:
@@ -157,18 +161,15 @@ def bench_throughput(rows: list) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mb", type=int, default=1024)
-    parser.add_argument("--only", choices=["inspect", "expose", "throughput"])
+    parser.add_argument("--only", choices=["inspect", "throughput"])
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     rows: list = []
     if args.only in (None, "inspect"):
-        bench_inspect(rows)
-    if args.only in (None, "expose"):
-        bench_expose(rows, args.size_mb)
+        bench_inspect(rows, args.repeat)
     if args.only in (None, "throughput"):
         bench_throughput(rows)
-    cpu = platform.processor() or platform.machine()
-    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print(machine())
     print("| benchmark | result | notes |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

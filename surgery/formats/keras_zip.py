@@ -203,7 +203,7 @@ def _read_weight_shapes(
 
 # A weights member up to this size is scanned from memory (libhdf5 reads a file image
 # natively); larger ones through a window onto the archive (a Python call per read).
-IN_MEMORY_SCAN_BYTES = 64 << 20
+IN_MEMORY_SCAN_BYTES = 16 << 20
 
 
 def _h5_from_image(data: bytes) -> h5py.File:
