@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect as pyinspect
 import json
+import re
 
 import numpy as np
 
@@ -322,6 +323,8 @@ def h5_layer_weights(path: str) -> dict[str, list[np.ndarray]]:
                 layer_group = group[layer_name]
                 for weight_name in _decode_all(layer_group.attrs.get("weight_names", [])):
                     leaf = weight_name.split("/")[0] if "/" in weight_name else layer_name
+                    if re.fullmatch(re.escape(layer_name) + r"(_\d+)?", leaf):
+                        leaf = layer_name  # Keras 2.1 scopes a layer's own weights as "<name>_1/"
                     out.setdefault(leaf, []).append(np.asarray(layer_group[weight_name]))
     except (OSError, KeyError) as error:
         raise UnreadableModelError(f"cannot read Keras 2 weights from {path!r}: {error}") from None
