@@ -282,15 +282,8 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json, progre
     from surgery.loading import load_custom_objects
     from surgery.verify import verify_files
 
-    from surgery.diff import structural_mismatch
-    from surgery.errors import VerificationError
-
-    progress("comparing the structures")
-    mismatch = structural_mismatch(original, rebuilt)  # static: unrelated models never reach Keras
-    if mismatch:
-        raise VerificationError(mismatch)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
-    progress("loading both models and running them")
+    progress("comparing the structures, loading both models and running them")
     report = verify_files(original, rebuilt, unsafe=unsafe, custom_objects=custom, data=data)
     if as_json:
         _emit_json(report.as_dict())

@@ -161,12 +161,30 @@ __all__ = ["diff", "format_table", "weight_hashes", "SCHEMA"]
 _ = walk_values  # the same walker other static readers use; kept importable here
 
 
+_STATE_KEYS = ("return_state", "stateful")
+
+
+def _without(value, keys):
+    """`value` with the given keys dropped from every dict inside it."""
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
 def structural_mismatch(original: str | os.PathLike, rebuilt: str | os.PathLike) -> str | None:
     """Why REBUILT cannot be ORIGINAL with state I/O added (one line), or None when it can be.
     Static: checked before anything is run, so unrelated models never reach Keras."""
     report = diff(original, rebuilt)
     layers = report["layers"]
-    changed = {name: [k for k in keys if k not in ("return_state", "stateful")]
+    before = _layers(read_artifact(original).model_config or {})
+    after = _layers(read_artifact(rebuilt).model_config or {})
+    # Surgery may only turn on return_state (also of a wrapper's inner layers): any other
+    # difference, at any depth, is structural.
+    changed = {name: [k for k in keys if k not in _STATE_KEYS and
+                      _without(before[name].get("config", {}).get(k), _STATE_KEYS)
+                      != _without(after[name].get("config", {}).get(k), _STATE_KEYS)]
                for name, keys in layers["changed"].items()}
     changed = {name: keys for name, keys in changed.items() if keys}
     problems = []

@@ -454,11 +454,21 @@ def _ref_names(structure) -> list[str]:
 def verify_files(original_path, rebuilt_path, *, unsafe: bool = False, custom_objects=None,
                  data=None) -> VerifyReport:
     """Standalone check of a rebuilt file against its original (the `verify` command)."""
+    from surgery.diff import structural_mismatch
     from surgery.formats import read_artifact
     from surgery.loading import load_model
+    from surgery.safety import ensure_artifact_safe
 
-    original = load_model(original_path, unsafe=unsafe, custom_objects=custom_objects)
     artifact = read_artifact(rebuilt_path)
+    trusted = (custom_objects or {}).keys()
+    # Safety first (nothing of either file is read past its metadata before this), then the
+    # static structure: unrelated models are told apart without running anything.
+    for checked in (read_artifact(original_path), artifact):
+        ensure_artifact_safe(checked, allow_unsafe=unsafe, trusted=trusted)
+    mismatch = structural_mismatch(original_path, rebuilt_path)
+    if mismatch:
+        raise VerificationError(mismatch)
+    original = load_model(original_path, unsafe=unsafe, custom_objects=custom_objects)
     rebuilt = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
     plan, sites = plan_from_config(original, artifact.model_config, artifact.family)
     return verify(original, rebuilt, plan, sites, data=data)

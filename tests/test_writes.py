@@ -272,7 +272,7 @@ def test_force_artifact_move_failing_restores_the_old_pair(tmp_path, monkeypatch
     assert snapshot(tmp_path) == before  # the old artifact with its old manifest, nothing else
 
 
-def _full_disk(source, dest, config):
+def _full_disk(source, dest, config, **_options):
     with open(dest, "wb") as handle:
         handle.write(b"PK partial")
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
@@ -295,7 +295,7 @@ def test_a_full_disk_through_the_cli_exits_2(tmp_path):
     code = (
         "import errno, os, sys\n"
         "from surgery import formats\n"
-        "def full(source, dest, config):\n"
+        "def full(source, dest, config, **options):\n"
         "    open(dest, 'wb').write(b'partial')\n"
         "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))\n"
         "formats.write_keras_zip = full\n"
@@ -313,7 +313,7 @@ def test_a_full_disk_through_the_cli_exits_2(tmp_path):
 
 @pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit, RuntimeError])
 def test_any_exception_inside_a_write_removes_the_temporaries(tmp_path, monkeypatch, exception):
-    def interrupted(source, dest, config):
+    def interrupted(source, dest, config, **_options):
         open(dest, "wb").write(b"partial")
         raise exception()
 
