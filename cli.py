@@ -38,7 +38,7 @@ def handle_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from surgery import sandbox
+        from surgery.io import sandbox
 
         as_json = kwargs.get("as_json", False)
         limit_options = {name: kwargs.pop(name, None) for name in ("timeout", "max_memory", "max_open_files")}
@@ -69,7 +69,7 @@ def handle_errors(command):
 
 
 def _fail_for(error: BaseException, as_json: bool):
-    from surgery.sandbox import Terminated
+    from surgery.io.sandbox import Terminated
 
     if isinstance(error, SystemExit):
         raise error
@@ -80,7 +80,7 @@ def _fail_for(error: BaseException, as_json: bool):
 
 def describe_error(error: BaseException) -> tuple[str, int, str]:
     """(one-line message, exit code, kind) for any error a command may end with."""
-    from surgery.sandbox import Terminated
+    from surgery.io.sandbox import Terminated
 
     if isinstance(error, SurgeryError):
         return str(error), error.exit_code, type(error).__name__
@@ -157,7 +157,7 @@ def inspect(models, as_json, plot_path, progress):
     """List every recurrent layer of each MODEL (a path or a glob; static: nothing is executed,
     TensorFlow is not loaded)."""
     from surgery.commands.many import dispatch, expand
-    from surgery.inspect import format_table, inspect as run_inspect
+    from surgery.ops.inspect import format_table, inspect as run_inspect
 
     models = expand(models)
     if plot_path and len(models) > 1:
@@ -205,9 +205,9 @@ def expose_state(models, output, layers, inputs, no_outputs, to, strip, data, fm
     """Make recurrent states of each MODEL (a path or a glob) extra outputs (and, with --inputs,
     extra inputs)."""
     from surgery.commands.many import dispatch, expand, outputs_in
-    from surgery.expose import expose_state_file
-    from surgery.loading import load_custom_objects
-    from surgery.saving import default_output_path
+    from surgery.ops.expose import expose_state_file
+    from surgery.io.loading import load_custom_objects
+    from surgery.io.saving import default_output_path
 
     models = expand(models)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
@@ -279,8 +279,8 @@ def _shape(shape) -> str:
 @handle_errors
 def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json, progress):
     """Check that REBUILT reproduces ORIGINAL exactly and its states match the NumPy oracle."""
-    from surgery.loading import load_custom_objects
-    from surgery.verify import verify_files
+    from surgery.io.loading import load_custom_objects
+    from surgery.check.verify import verify_files
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     progress("comparing the structures, loading both models and running them")
@@ -306,8 +306,8 @@ def verify(original, rebuilt, data, unsafe, custom_objects_file, as_json, progre
 @handle_errors
 def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, plot_path, as_json, progress):
     """Split a trained encoder-decoder MODEL into an encoder and a one-step decoder model."""
-    from surgery.loading import load_custom_objects
-    from surgery.seq2seq import format_result, result_dict, split_seq2seq_file
+    from surgery.io.loading import load_custom_objects
+    from surgery.ops.seq2seq import format_result, result_dict, split_seq2seq_file
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = split_seq2seq_file(model, outdir, force=force, verify=verify, unsafe=unsafe,
@@ -336,9 +336,9 @@ def split_seq2seq(model, outdir, force, verify, unsafe, custom_objects_file, plo
 def convert(models, output, verify, force, data, unsafe, custom_objects_file, plot_path, as_json, progress):
     """Upgrade each Keras 2 (tf.keras / tf_keras) MODEL file (a path or a glob) to a Keras 3 .keras file."""
     from surgery.commands.many import dispatch, expand, outputs_in
-    from surgery.convert import convert_file
-    from surgery.loading import load_custom_objects
-    from surgery.saving import default_output_path
+    from surgery.ops.convert import convert_file
+    from surgery.io.loading import load_custom_objects
+    from surgery.io.saving import default_output_path
 
     models = expand(models)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
@@ -391,8 +391,8 @@ def convert(models, output, verify, force, data, unsafe, custom_objects_file, pl
 def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt, verify, force, unsafe,
            custom_objects_file, plot_path, as_json, progress):
     """Move A's trained recurrent weights or final state into B."""
-    from surgery.loading import load_custom_objects
-    from surgery.splice import plan as splice_plan, splice as run_splice
+    from surgery.io.loading import load_custom_objects
+    from surgery.ops.splice import plan as splice_plan, splice as run_splice
 
     # The plan trusts the custom classes by name (loading the file imports Keras, so a
     # dry run only does so when --custom-objects is given).
@@ -441,8 +441,8 @@ def splice(a, b, output, mode, mapping, data, store, keep_override, dry_run, fmt
 def stream(model, output, state, steps, batch_size, tflite_path, per_step, verify, force, unsafe, custom_objects_file,
            plot_path, as_json, progress):
     """Turn MODEL into a step model that runs K timesteps per call and carries its state."""
-    from surgery.loading import load_custom_objects
-    from surgery.stream import stream_file
+    from surgery.io.loading import load_custom_objects
+    from surgery.ops.stream.step import stream_file
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,
@@ -474,12 +474,12 @@ def stream(model, output, state, steps, batch_size, tflite_path, per_step, verif
 def extract_states(model, data, output, layers, trajectory, batch_size, fmt, runner, beam_options, force, unsafe,
                    custom_objects_file, as_json, progress):
     """Run MODEL over a dataset and write its recurrent states (final, or every step)."""
-    from surgery.extract import extract_states as run_extract
-    from surgery.loading import load_custom_objects
+    from surgery.ops.extract import extract_states as run_extract
+    from surgery.io.loading import load_custom_objects
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     if output is None:  # the rule of every writing command: a default name beside the input
-        from surgery.saving import default_output_path
+        from surgery.io.saving import default_output_path
 
         output = f"{default_output_path(model, 'states', 'savedmodel')}.{fmt or 'npz'}"
     result = run_extract(model, data, output, layers=layers or None, trajectory=trajectory, batch_size=batch_size,
@@ -502,7 +502,7 @@ def entry():
     global _supervise
     _supervise = os.environ.get(SANDBOX_ENV, "1") != "0"
     if not _supervise:
-        from surgery.sandbox import install_termination_handlers
+        from surgery.io.sandbox import install_termination_handlers
 
         install_termination_handlers()
     main()

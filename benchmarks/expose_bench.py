@@ -11,7 +11,7 @@ For each model size (MB of float32 LSTM weights; --big adds 1024):
 - copy: `cli.py expose-state MODEL -o OUT --no-verify --force` against `cp MODEL COPY && sync`,
   interleaved the same way. Both write the whole file and wait for it to reach the disk (the
   tool fsyncs before its rename). The written weights member is checked byte-identical.
-- the whole-process runs include the CLI's supervising fork (surgery.sandbox) and Python
+- the whole-process runs include the CLI's supervising fork (surgery.io.sandbox) and Python
   start-up; the bare `import tensorflow, keras` time is printed beside them.
 
 Models are generated once under benchmarks/data/ (ignored by git) by run.big_lstm_model.

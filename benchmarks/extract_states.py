@@ -57,7 +57,7 @@ def write_data(path: Path, rows: int) -> None:
 
 
 def peak_rss(model: Path, data: Path, out: Path) -> float:
-    code = ("import resource, sys; sys.path.insert(0, %r); from surgery.extract import extract_states; "
+    code = ("import resource, sys; sys.path.insert(0, %r); from surgery.ops.extract import extract_states; "
             "extract_states(%r, %r, %r, batch_size=%d); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)" % (str(ROOT), str(model), str(data),
                                                                         str(out), BATCH))
@@ -71,12 +71,12 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="also measure peak RSS at 1M sequences")
     parser.add_argument("--no-beam", action="store_true")
     args = parser.parse_args()
-    from surgery.quiet import import_keras
+    from surgery.io.quiet import import_keras
 
     keras = import_keras()
-    from surgery.expose import expose_state
-    from surgery.extract import extract_states
-    from surgery.loading import load_model
+    from surgery.ops.expose import expose_state
+    from surgery.ops.extract import extract_states
+    from surgery.io.loading import load_model
 
     report = {}
     with tempfile.TemporaryDirectory() as tmp:

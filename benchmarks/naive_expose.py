@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from surgery.rewire import rewire_states  # noqa: E402  (the config edit only; no tool I/O)
+from surgery.graph.rewire import rewire_states  # noqa: E402  (the config edit only; no tool I/O)
 
 
 def main(source: str, dest: str) -> None:

@@ -33,7 +33,7 @@ def big_lstm_model(path: Path, weight_mb: int) -> Path:
     """A stacked-LSTM .keras file with about `weight_mb` MB of float32 weights."""
     if path.exists():
         return path
-    from surgery.quiet import import_keras
+    from surgery.io.quiet import import_keras
 
     keras = import_keras()
     # Two LSTM layers of `units`: weights ~ 4*4*units^2*2 floats -> choose units to hit the size.
@@ -88,7 +88,7 @@ def many_layers_model(path: Path, layers: int = 1000) -> Path:
     """A .keras model with `layers` layers: Dense(8) and LSTM(8, return_sequences) alternating."""
     if path.exists():
         return path
-    from surgery.quiet import import_keras
+    from surgery.io.quiet import import_keras
 
     keras = import_keras()
     hidden = inputs = keras.Input((None, 8))
@@ -110,7 +110,7 @@ def bench_inspect(rows: list, repeat: int = 5) -> None:
     size = model.stat().st_size / 1e6
     for path, label in ((model, f"{size:.0f} MB model"), (layers, "1000-layer config")):
         code = (
-            "import sys, time; from surgery.inspect import inspect; times = []\n"
+            "import sys, time; from surgery.ops.inspect import inspect; times = []\n"
             f"for _ in range({repeat}):\n"
             f"    t = time.perf_counter(); inspect({str(path)!r}); times.append(time.perf_counter() - t)\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; print(min(times))"
@@ -127,8 +127,8 @@ def bench_inspect(rows: list, repeat: int = 5) -> None:
 def bench_throughput(rows: list) -> None:
     import numpy as np
 
-    from surgery.expose import expose_state
-    from surgery.quiet import import_keras, import_tensorflow
+    from surgery.ops.expose import expose_state
+    from surgery.io.quiet import import_keras, import_tensorflow
 
     keras = import_keras()
     tf = import_tensorflow()

@@ -59,8 +59,8 @@ def best_of(n: int, command: list[str]) -> tuple[float, int]:
 
 
 def in_process(a: Path, b: Path, out: Path) -> dict:
-    from surgery import splice_weights as sw
-    from surgery.formats import read_artifact
+    from surgery.ops.splice import weights as sw
+    from surgery.io.formats import read_artifact
 
     a_art, b_art = read_artifact(a), read_artifact(b)
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def main() -> None:
     copy.unlink(missing_ok=True)
     ours, rss = best_of(args.repeat, [*cli, "splice", str(a), str(b), "--mode", "weights", "-o", str(out),
                                       "--no-verify", "--force"])
-    startup, _ = best_of(args.repeat, [sys.executable, "-c", "import cli, surgery.splice, surgery.splice_weights"])
+    startup, _ = best_of(args.repeat, [sys.executable, "-c", "import cli, surgery.splice, surgery.ops.splice.weights"])
     parts = in_process(a, b, DATA / "spliced_inproc.keras")
     (DATA / "spliced_inproc.keras").unlink(missing_ok=True)
     rows.append((f"cp of B ({size:.0f} MB)", f"{cp_time:.2f} s", f"best of {args.repeat}, warm cache"))

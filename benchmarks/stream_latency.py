@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from surgery.quiet import import_keras
+from surgery.io.quiet import import_keras
 
 FEATURES, UNITS, HEAD = 32, 256, 8
 
@@ -73,8 +73,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     keras = import_keras()
-    from surgery import StreamSession, stream
-    from surgery.quiet import import_tensorflow, quiet
+    from surgery import StreamSession
+    from surgery.ops import stream
+    from surgery.io.quiet import import_tensorflow, quiet
 
     tf = import_tensorflow()
     repeats = 3 if args.quick else 7

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 import surgery
-from surgery.verify import random_inputs
+from surgery.check.verify import random_inputs
 
 
 def main(original_path: str, exposed_path: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import surgery
-from surgery.seq2seq import greedy_decode
+from surgery.ops.seq2seq import greedy_decode
 
 START, END = 1, 2
 

@@ -10,9 +10,9 @@ import sys as _sys
 
 # The submodules that share a name with a function are imported first, so that the function
 # (set below) is what `surgery.<name>` means afterwards; the modules stay in sys.modules.
-import surgery.inspect  # noqa: F401,E402
-import surgery.splice  # noqa: F401,E402
-import surgery.verify  # noqa: F401,E402
+import surgery.ops.inspect  # noqa: F401,E402
+import surgery.ops.splice  # noqa: F401,E402
+import surgery.check.verify  # noqa: F401,E402
 from surgery import api as _api
 from surgery.api import (
     diff,
@@ -41,11 +41,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name == "StreamSession":  # a class whose module imports Keras: resolved on first use
-        from surgery.session import StreamSession
+        from surgery.ops.stream.session import StreamSession
 
         return StreamSession
     if name == "extract_states":  # states over a whole dataset (surgery/extract/)
-        from surgery.extract import extract_states
+        from surgery.ops.extract import extract_states
 
         return extract_states
     raise AttributeError(f"module 'surgery' has no attribute {name!r}")

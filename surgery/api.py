@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Union
 
 if TYPE_CHECKING:  # pragma: no cover
-    from surgery.seq2seq import Seq2SeqSplit
-    from surgery.stream import StreamReport
-    from surgery.verify import VerifyReport
+    from surgery.ops.seq2seq import Seq2SeqSplit
+    from surgery.ops.stream.step import StreamReport
+    from surgery.check.verify import VerifyReport
 
 PathLike = Union[str, os.PathLike]
 ModelOrPath = Any  # a path (str / os.PathLike) or a live keras.Model / tf_keras Model
@@ -28,15 +28,15 @@ def _is_path(value) -> bool:
 
 def _live(source: ModelOrPath, *, unsafe: bool = False, custom_objects: dict | None = None):
     if _is_path(source):
-        from surgery.loading import load_model as _load
+        from surgery.io.loading import load_model as _load
 
         return _load(source, unsafe=unsafe, custom_objects=custom_objects)
     return source
 
 
 def _plain(source: ModelOrPath, *, keras3: bool = False, unsafe: bool = False, custom_objects=None):
-    """A live model without the state I/O a command already added (see surgery.state_io)."""
-    from surgery import state_io
+    """A live model without the state I/O a command already added (see surgery.graph.state_io)."""
+    from surgery.graph import state_io
 
     return state_io.plain_model(source, keras3=keras3, unsafe=unsafe, custom_objects=custom_objects).model
 
@@ -47,7 +47,7 @@ def _as_file(source: ModelOrPath, directory: Path, name: str) -> Iterator[str]:
     if _is_path(source):
         yield os.fspath(source)
         return
-    from surgery import families
+    from surgery.io import families
 
     family = families.of_model(source)
     path = directory / (name + (".keras" if family.name == "keras3" else ".h5"))
@@ -57,7 +57,7 @@ def _as_file(source: ModelOrPath, directory: Path, name: str) -> Iterator[str]:
 
 def load_model(path: PathLike, *, unsafe: bool = False, custom_objects: dict | None = None):
     """Load a model file after a static safety scan, in Keras safe mode (exit-3 content refused)."""
-    from surgery.loading import load_model as _load
+    from surgery.io.loading import load_model as _load
 
     return _load(path, unsafe=unsafe, custom_objects=custom_objects)
 
@@ -67,25 +67,25 @@ def inspect(model: ModelOrPath) -> dict:
     if _is_path(model):
         import sys
 
-        return sys.modules["surgery.inspect"].inspect(model)
+        return sys.modules["surgery.ops.inspect"].inspect(model)
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory, \
             _as_file(model, Path(directory), "model") as path:
         import sys
 
-        report = sys.modules["surgery.inspect"].inspect(path)
+        report = sys.modules["surgery.ops.inspect"].inspect(path)
     report["path"] = f"<live model {getattr(model, 'name', '?')!r}>"
     return report
 
 
 def find_sites(model: ModelOrPath | dict, family: str | None = None) -> list:
-    """Every recurrent site (surgery.sites.Site) of a path, a live model or a model config dict."""
-    from surgery import families
-    from surgery.sites import find_sites as _find
+    """Every recurrent site (surgery.graph.sites.Site) of a path, a live model or a model config dict."""
+    from surgery.io import families
+    from surgery.graph.sites import find_sites as _find
 
     if isinstance(model, dict):
         return _find(model, family or "keras3")
     if _is_path(model):
-        from surgery.formats import read_artifact
+        from surgery.io.formats import read_artifact
 
         artifact = read_artifact(model)
         return _find(artifact.model_config, artifact.family)
@@ -98,8 +98,9 @@ def expose_state(model: ModelOrPath, layers: Iterable[str] | None = None, output
     """A new model whose recurrent states are extra outputs (and, with inputs=True, inputs).
 
     State I/O the model already has is kept under its names, never duplicated."""
-    from surgery import families, state_io
-    from surgery.expose import rebuild_with_states
+    from surgery.io import families
+    from surgery.graph import state_io
+    from surgery.ops.expose import rebuild_with_states
 
     live = _live(model, unsafe=unsafe, custom_objects=custom_objects)
     manifest = state_io.read_manifest(model) if _is_path(model) else None
@@ -118,7 +119,7 @@ def verify(original: ModelOrPath, rebuilt: ModelOrPath, *, data=None, unsafe: bo
     """Check that `rebuilt` reproduces `original` exactly and its states match the NumPy oracle."""
     import sys
 
-    module = sys.modules["surgery.verify"]
+    module = sys.modules["surgery.check.verify"]
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory, \
             _as_file(original, Path(directory), "original") as a, _as_file(rebuilt, Path(directory), "rebuilt") as b:
         return module.verify_files(a, b, unsafe=unsafe, custom_objects=custom_objects, data=data)
@@ -127,7 +128,7 @@ def verify(original: ModelOrPath, rebuilt: ModelOrPath, *, data=None, unsafe: bo
 def to_step_model(model: ModelOrPath, state: str = "external", steps: int = 1, batch_size: int | None = None, *,
                   unroll: bool | None = None, unsafe: bool = False, custom_objects: dict | None = None):
     """A model that runs `steps` timesteps per call and carries the state (external: as I/O)."""
-    from surgery.stream import to_step_model as _step
+    from surgery.ops.stream.step import to_step_model as _step
 
     return _step(_plain(model, keras3=True, unsafe=unsafe, custom_objects=custom_objects), state, steps,
                  batch_size, unroll=unroll, custom_objects=custom_objects)
@@ -136,7 +137,7 @@ def to_step_model(model: ModelOrPath, state: str = "external", steps: int = 1, b
 def verify_streaming(model: ModelOrPath, *, steps: Iterable[int] = (1, 4, 16), batches: Iterable[int] = (1, 8),
                      length: int = 500, unsafe: bool = False, custom_objects: dict | None = None) -> "StreamReport":
     """Step a step model through `length` timesteps and compare with the full-sequence model."""
-    from surgery.stream import verify_streaming as _verify
+    from surgery.ops.stream.step import verify_streaming as _verify
 
     return _verify(_plain(model, keras3=True, unsafe=unsafe, custom_objects=custom_objects), steps=steps,
                    batches=batches, length=length, custom_objects=custom_objects)
@@ -144,7 +145,7 @@ def verify_streaming(model: ModelOrPath, *, steps: Iterable[int] = (1, 4, 16), b
 
 def split_seq2seq(model: ModelOrPath, *, unsafe: bool = False, custom_objects: dict | None = None) -> "Seq2SeqSplit":
     """(encoder, decoder step model) from a trained teacher-forced encoder-decoder."""
-    from surgery.seq2seq import split_seq2seq as _split
+    from surgery.ops.seq2seq import split_seq2seq as _split
 
     return _split(_plain(model, keras3=True, unsafe=unsafe, custom_objects=custom_objects),
                   custom_objects=custom_objects)
@@ -155,7 +156,7 @@ def splice(a: ModelOrPath, b: ModelOrPath, mode: str = "chain", mapping: Iterabl
     """A new model: A's final state starts B (chain), A's weights in B (weights), or A's state baked into B (prime)."""
     import sys
 
-    module = sys.modules["surgery.splice"]
+    module = sys.modules["surgery.ops.splice"]
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory:
         work = Path(directory)
         with _as_file(a, work, "a") as path_a, _as_file(b, work, "b") as path_b:
@@ -169,7 +170,8 @@ def splice(a: ModelOrPath, b: ModelOrPath, mode: str = "chain", mapping: Iterabl
 def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, operation: str = "save",
          source: PathLike | None = None) -> Path:
     """Write a live model atomically with its manifest (state I/O named); returns the manifest's path."""
-    from surgery import families, saving, state_io
+    from surgery.io import families, saving
+    from surgery.graph import state_io
 
     family = families.of_model(model)
     fmt = saving.infer_format(path, fmt)
@@ -192,7 +194,7 @@ def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, 
 
 def diff(a: ModelOrPath, b: ModelOrPath) -> dict:
     """What changed from A to B: inputs/outputs, layers (config keys), weights (by hash). Static for paths."""
-    from surgery.diff import diff as _diff
+    from surgery.ops.diff import diff as _diff
 
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory, \
             _as_file(a, Path(directory), "a") as path_a, _as_file(b, Path(directory), "b") as path_b:

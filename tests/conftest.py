@@ -28,7 +28,7 @@ def is_rewirable(entry) -> bool:
 
 @pytest.fixture(scope="session")
 def keras():
-    from surgery.quiet import import_keras
+    from surgery.io.quiet import import_keras
 
     return import_keras()
 

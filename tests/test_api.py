@@ -33,14 +33,14 @@ def test_help_lists_every_function_with_its_one_line_doc():
 
 
 def test_functions_win_over_same_named_submodules():
-    import surgery.inspect  # noqa: F401 - must not rebind the package attribute
-    import surgery.verify  # noqa: F401
+    import surgery.ops.inspect  # noqa: F401 - must not rebind the package attribute
+    import surgery.check.verify  # noqa: F401
 
     assert callable(surgery.inspect) and callable(surgery.verify) and callable(surgery.splice)
 
 
 def snapshot(model):
-    from surgery import families
+    from surgery.io import families
 
     family = families.of_model(model)
     return json.dumps(family.serialize(model), sort_keys=True, default=str), [w.copy() for w in model.get_weights()]
@@ -107,7 +107,7 @@ def test_docs_api_examples_run(index, monkeypatch):
 def test_diff_is_static_and_reports_io_layers_and_weights(tmp_path):
     exposed = tmp_path / "e.keras"
     surgery.save(surgery.expose_state(FIXTURES / "lstm_stacked.keras", inputs=True), exposed)
-    code = ("import sys, json\nfrom surgery.diff import diff\n"
+    code = ("import sys, json\nfrom surgery.ops.diff import diff\n"
             f"r = diff({str(FIXTURES / 'lstm_stacked.keras')!r}, {str(exposed)!r})\n"
             "assert not [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]\n"
             "print(json.dumps(r))")

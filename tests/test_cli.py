@@ -30,7 +30,7 @@ def assert_one_line_error(result, code):
 
 def test_inspect_never_imports_tensorflow():
     code = (
-        "import sys; from surgery.inspect import inspect; import cli; "
+        "import sys; from surgery.ops.inspect import inspect; import cli; "
         f"r = inspect({str(FIXTURES / 'lstm_nested.keras')!r}); "
         f"inspect({str(FIXTURES / 'lstm_sequential.h5')!r}); "
         "assert r['sites'], r; "

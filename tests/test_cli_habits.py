@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from surgery import saving
+from surgery.io import saving
 from surgery.errors import UsageError
 from surgery.progress import Progress, resolve_mode
 

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from conftest import FIXTURES
 
 import cli
-from surgery import formats, state_io
+from surgery.io import formats
+from surgery.graph import state_io
 
 
 def run(*args):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, catalog_files, is_rewirable
-from surgery.expose import expose_state, expose_state_file, rebuild_with_states
-from surgery.sites import find_sites
-from surgery.verify import random_inputs, verify
+from surgery.ops.expose import expose_state, expose_state_file, rebuild_with_states
+from surgery.graph.sites import find_sites
+from surgery.check.verify import random_inputs, verify
 
 REWIRABLE = catalog_files(is_rewirable)
 
@@ -120,7 +120,7 @@ def test_corrupt_weights_member_fails_and_writes_nothing(tmp_path, verify_it):
     import h5py
 
     from surgery.errors import UnreadableModelError
-    from surgery.formats.keras_zip import _stored_data_offset
+    from surgery.io.formats.keras_zip import _stored_data_offset
 
     source = tmp_path / "model.keras"
     shutil.copy(FIXTURES / "lstm_stacked.keras", source)

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from surgery.errors import NotSupportedError, UsageError
-from surgery.extract import extract_states
-from surgery.loading import load_model
-from surgery.verify import random_inputs
+from surgery.ops.extract import extract_states
+from surgery.io.loading import load_model
+from surgery.check.verify import random_inputs
 
 MASKING = FIXTURES / "lstm_masking.keras"
 MULTI = FIXTURES / "multi_io.keras"
@@ -51,7 +51,7 @@ def read_npz(path):
 def read_parquet(path):
     import pyarrow.parquet as pq
 
-    from surgery.extract.readers import column_to_numpy
+    from surgery.ops.extract.readers import column_to_numpy
 
     table = pq.read_table(path)
     return {name: column_to_numpy(table.column(name).combine_chunks(), name) for name in table.column_names}
@@ -111,7 +111,7 @@ def test_tfrecord_of_bare_tensors(tmp_path, masking):
 
 
 def test_npz_members_are_read_in_chunks(tmp_path, masking):
-    from surgery.extract.readers import NpzFile, specs_for
+    from surgery.ops.extract.readers import NpzFile, specs_for
 
     model, x = masking
     np.savez_compressed(tmp_path / "x.npz", x)
@@ -331,7 +331,7 @@ def test_beam_ptransform_in_a_pipeline(multi):
     beam = pytest.importorskip("apache_beam", reason="Apache Beam is not installed: pip install 'lstm-surgery[beam]'")
     from apache_beam.testing.util import assert_that
 
-    from surgery.extract.beam import ExtractStates
+    from surgery.ops.extract.beam import ExtractStates
 
     model, arrays = multi
     local = extract_states(model, arrays, batch_size=8).arrays

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from surgery.artifact import ModelArtifact
+from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError, UsageError
-from surgery.formats import read_artifact, write_h5_with_config, write_keras_zip
-from surgery.formats.savedmodel import (
+from surgery.io.formats import read_artifact, write_h5_with_config, write_keras_zip
+from surgery.io.formats.savedmodel import (
     ProtobufDecodeError,
     decode_saved_metadata,
     iter_fields,
@@ -245,8 +245,8 @@ def test_reading_imports_no_tensorflow_or_keras(reference_models, tmp_path):
         "k3_keras", "k3_h5", "k3_weights", "tk_h5", "tk_keras", "tk_savedmodel")]
     script = f"""
 import sys
-from surgery.formats import read_artifact, write_keras_zip, write_h5_with_config
-from surgery.safety import scan_config
+from surgery.io.formats import read_artifact, write_keras_zip, write_h5_with_config
+from surgery.io.safety import scan_config
 from surgery.errors import NotSupportedError
 for path in {paths!r}:
     artifact = read_artifact(path)
@@ -815,7 +815,7 @@ def test_hdf5_memory_guard_turns_runaway_allocation_into_an_error():
     # In a subprocess: the guard stands down once TensorFlow is loaded, as it is here.
     script = """
 import resource, sys
-from surgery.formats.h5 import _address_space_in_use, hdf5_memory_guard
+from surgery.io.formats.h5 import _address_space_in_use, hdf5_memory_guard
 if _address_space_in_use() is None:
     print("inactive"); sys.exit(0)
 before = resource.getrlimit(resource.RLIMIT_AS)

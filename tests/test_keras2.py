@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from surgery.convert import convert_file
-from surgery.expose import expose_state_file
-from surgery.formats import read_artifact
-from surgery.inspect import inspect
-from surgery.loading import load_model
-from surgery.verify import effective_weights, random_inputs
+from surgery.ops.convert import convert_file
+from surgery.ops.expose import expose_state_file
+from surgery.io.formats import read_artifact
+from surgery.ops.inspect import inspect
+from surgery.io.loading import load_model
+from surgery.check.verify import effective_weights, random_inputs
 
 KERAS2 = FIXTURES / "keras2"
 CATALOG = {m["file"]: m for m in json.loads((KERAS2 / "catalog.json").read_text())["models"]}

@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 import tf_keras
 
-from surgery import keras2_compat, oracle, translate
-from surgery.convert import convert_file
+from surgery.graph import keras2_compat, translate
+
+from surgery.check import oracle
+from surgery.ops.convert import convert_file
 from surgery.errors import NotSupportedError
-from surgery.expose import expose_state_file
-from surgery.formats import read_artifact
-from surgery.inspect import inspect
-from surgery.loading import load_custom_objects, load_model
-from surgery.splice import splice
+from surgery.ops.expose import expose_state_file
+from surgery.io.formats import read_artifact
+from surgery.ops.inspect import inspect
+from surgery.io.loading import load_custom_objects, load_model
+from surgery.ops.splice import splice
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH, TIME, FEATURES = 3, 6, 3
@@ -326,8 +328,8 @@ CHANNELS_FIRST_SCRIPT = r'''
 import json, sys
 import numpy as np
 import keras
-from surgery import oracle
-from surgery.expose import expose_state_file
+from surgery.check import oracle
+from surgery.ops.expose import expose_state_file
 
 layer = keras.layers.ConvLSTM2D(2, (3, 2), strides=2, padding="same", data_format="channels_first",
                                 return_sequences=True, return_state=True)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from surgery import channels_first, oracle
+from surgery.graph import channels_first
+
+from surgery.check import oracle
 
 BATCH, TIME, FEATURES = 3, 7, 4
 ATOL = 1e-5
@@ -536,7 +538,7 @@ def test_wrong_initial_state_count_is_rejected():
 
 def test_importing_oracle_does_not_import_tensorflow_or_keras():
     code = (
-        "import sys, surgery.oracle\n"
+        "import sys, surgery.check.oracle\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "assert not bad, bad\n"
     )

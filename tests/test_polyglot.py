@@ -186,7 +186,7 @@ def test_weights_member_carrying_a_model_config_at_such_an_offset_is_refused(tmp
 def test_keras_loads_a_private_copy_not_the_users_path(tmp_path, monkeypatch):
     """Whatever happens to the user's path after the scan, Keras reads the scanned bytes:
     the path Keras is given lies in a fresh 0700 directory and holds the same bytes."""
-    from surgery import families, loading
+    from surgery.io import families, loading
 
     source = tmp_path / "model.keras"
     source.write_bytes(CLEAN_KERAS.read_bytes())
@@ -209,7 +209,7 @@ def test_keras_loads_a_private_copy_not_the_users_path(tmp_path, monkeypatch):
 
 def test_private_copy_takes_the_extension_of_the_content(tmp_path, monkeypatch):
     """An HDF5 model named .keras is loaded as .h5 (its content), never as a zip."""
-    from surgery import families, loading
+    from surgery.io import families, loading
 
     source = tmp_path / "misnamed.keras"
     source.write_bytes((FIXTURES / "lstm_sequential.h5").read_bytes())
@@ -222,7 +222,7 @@ def test_private_copy_takes_the_extension_of_the_content(tmp_path, monkeypatch):
 
 
 def test_savedmodel_with_a_symlink_is_refused_by_the_private_copy(tmp_path):
-    from surgery import private_copy
+    from surgery.io import private_copy
     from surgery.errors import UnsafeContentError
 
     model = tmp_path / "sm"

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from surgery.errors import NotSupportedError
-from surgery.expose import rebuild_with_states
-from surgery.sites import find_sites
-from surgery.verify import verify
+from surgery.ops.expose import rebuild_with_states
+from surgery.graph.sites import find_sites
+from surgery.check.verify import verify
 
 CELLS = ("LSTM", "GRU", "SimpleRNN")
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import tf_keras
 
-from surgery import cudnn_cpu, tolerance
-from surgery.convert import convert_file
+from surgery.check import cudnn_cpu, tolerance
+from surgery.ops.convert import convert_file
 from surgery.errors import NotSupportedError
-from surgery.expose import expose_state_file
-from surgery.loading import load_custom_objects, load_model
-from surgery.splice import splice
-from surgery.verify import input_id_limits, random_inputs, verify_files
+from surgery.ops.expose import expose_state_file
+from surgery.io.loading import load_custom_objects, load_model
+from surgery.ops.splice import splice
+from surgery.check.verify import input_id_limits, random_inputs, verify_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDNN = ROOT / "fixtures" / "models" / "keras2" / "k2_cudnn_lstm.h5"

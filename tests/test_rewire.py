@@ -8,8 +8,8 @@ import pytest
 
 from conftest import CATALOG_ENTRIES, FIXTURES, catalog_files, is_rewirable
 from surgery.errors import NotSupportedError, UsageError
-from surgery.rewire import rewire_states
-from surgery.sites import find_sites
+from surgery.graph.rewire import rewire_states
+from surgery.graph.sites import find_sites
 
 
 def config_of(name):

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from surgery.errors import UnsafeContentError
-from surgery.formats import read_artifact
-from surgery.safety import Finding, ensure_safe, scan_config
+from surgery.io.formats import read_artifact
+from surgery.io.safety import Finding, ensure_safe, scan_config
 
 try:
     from tests import malicious

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from surgery.formats import read_artifact
-from surgery.safety import scan_config
+from surgery.io.formats import read_artifact
+from surgery.io.safety import scan_config
 
 try:
     from tests import malicious
@@ -432,14 +432,14 @@ def test_genuine_model_zoo_scans_clean(tmp_path):
 
 def test_scan_imports_no_tensorflow():
     result = run_python(
-        "import sys\nimport surgery.safety, surgery.tf_pure_ops, surgery.keras_names\n"
+        "import sys\nimport surgery.io.safety, surgery.io.tf_pure_ops, surgery.io.keras_names\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_pure_op_allowlist_keeps_side_effects_out():
-    from surgery.tf_pure_ops import TENSOR_ATTRIBUTES, TF_PURE_OPS
+    from surgery.io.tf_pure_ops import TENSOR_ATTRIBUTES, TF_PURE_OPS
 
     for name in ("math.add", "nn.relu", "__operators__.getitem", "compat.v1.transpose",
                  "reshape", "concat", "einsum", "gather", "where", "shape", "tile", "cast"):

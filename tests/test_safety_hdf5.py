@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from surgery.errors import UnreadableModelError, UnsafeContentError
-from surgery.formats import h5 as h5_format
-from surgery.formats import read_artifact
-from surgery.safety import ensure_artifact_safe
+from surgery.io.formats import h5 as h5_format
+from surgery.io.formats import read_artifact
+from surgery.io.safety import ensure_artifact_safe
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "models"
@@ -328,7 +328,7 @@ def test_walk_does_not_open_the_sources_of_an_unlimited_virtual_dataset(tmp_path
         h5py.h5d.create(handle.id, b"grows", h5py.h5t.NATIVE_FLOAT,
                         h5py.h5s.create_simple((4,), (unlimited,)), dcpl=dcpl)
     code = (
-        "from surgery.formats import read_artifact\n"
+        "from surgery.io.formats import read_artifact\n"
         f"print([f.kind for f in read_artifact({str(path)!r}).hazards])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -21,9 +21,9 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from surgery.errors import UnreadableModelError
-from surgery.formats import read_artifact, tf_graph
-from surgery.formats.savedmodel import KERAS_METADATA_FILE, decode_saved_metadata
-from surgery.safety import UnsafeContentError, ensure_artifact_safe, scan_config
+from surgery.io.formats import read_artifact, tf_graph
+from surgery.io.formats.savedmodel import KERAS_METADATA_FILE, decode_saved_metadata
+from surgery.io.safety import UnsafeContentError, ensure_artifact_safe, scan_config
 
 try:
     from tests import malicious

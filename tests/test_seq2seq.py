@@ -19,8 +19,8 @@ from conftest import FIXTURES, ROOT
 
 import surgery
 from surgery.errors import NotSupportedError
-from surgery.seq2seq import check_stepwise, greedy_decode, split_config, split_seq2seq
-from surgery.verify import random_inputs
+from surgery.ops.seq2seq import check_stepwise, greedy_decode, split_config, split_seq2seq
+from surgery.check.verify import random_inputs
 
 VOCAB, START, END, LENGTH = 12, 1, 2, 6
 TOL = 1e-5
@@ -242,7 +242,7 @@ def test_refusals_name_what_was_looked_for(keras):
 
 
 def test_split_config_is_pure_and_static():
-    from surgery.formats import read_artifact
+    from surgery.io.formats import read_artifact
 
     config = read_artifact(FIXTURES / "seq2seq_gru.keras").model_config
     before = json.dumps(config, sort_keys=True)

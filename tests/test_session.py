@@ -10,14 +10,14 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def streaming_model():
-    from surgery.loading import load_model
+    from surgery.io.loading import load_model
 
     return load_model(FIXTURES / "streaming.keras")
 
 
 def _reference(model, x, init=None):
     """The full-sequence model (with state inputs) on the whole of x: outputs, final states."""
-    from surgery import stream
+    from surgery.ops import stream
 
     full, plan = stream.build_full_step_model(model)
     batch = x.shape[0]
@@ -81,7 +81,8 @@ def test_batch_of_eight_with_any_batch_size(streaming_model):
 
 
 def test_falls_back_when_tflite_is_unavailable(streaming_model, monkeypatch):
-    from surgery import StreamSession, tflite
+    from surgery import StreamSession
+    from surgery.io import tflite
 
     def broken(*args, **kwargs):
         raise RuntimeError("no TFLite here")
@@ -96,7 +97,8 @@ def test_falls_back_when_tflite_is_unavailable(streaming_model, monkeypatch):
 
 
 def test_a_backend_that_gives_wrong_numbers_is_not_used(streaming_model, monkeypatch):
-    from surgery import StreamSession, tflite
+    from surgery import StreamSession
+    from surgery.io import tflite
 
     real = tflite.SignatureStep.__call__
 
@@ -125,9 +127,10 @@ def test_explicit_keras_backend_and_input_checks(streaming_model):
 def test_states_match_the_numpy_oracle():
     """Independent of Keras' full-sequence run: the first LSTM's carried state after 100
     single steps equals the NumPy recurrence over the same 100 inputs."""
-    from surgery import StreamSession, oracle
-    from surgery.loading import load_model
-    from surgery.quiet import import_keras
+    from surgery import StreamSession
+    from surgery.check import oracle
+    from surgery.io.loading import load_model
+    from surgery.io.quiet import import_keras
 
     model = load_model(FIXTURES / "lstm_stacked.keras")
     session = StreamSession(model)
@@ -145,8 +148,8 @@ def test_states_match_the_numpy_oracle():
 
 def test_masked_model_per_step_output_equals_the_original_on_prefixes():
     from surgery import StreamSession
-    from surgery.loading import load_model
-    from surgery.stream import build_sequence_model
+    from surgery.io.loading import load_model
+    from surgery.ops.stream.step import build_sequence_model
 
     model = load_model(FIXTURES / "lstm_masking.keras")
     sequence = build_sequence_model(model)

@@ -13,12 +13,12 @@ import pytest
 from conftest import FIXTURES
 
 from surgery.errors import NotSupportedError, UsageError
-from surgery.splice import plan, splice
+from surgery.ops.splice import plan, splice
 
 
 def a_then_b(keras, a_path, b_path, a_site, b_site, a_values, b_values):
     """Independent reference: A's layer states via return_state, B rebuilt with initial_state."""
-    from surgery.expose import expose_state
+    from surgery.ops.expose import expose_state
 
     a = keras.saving.load_model(a_path)
     b = keras.saving.load_model(b_path)
@@ -94,7 +94,7 @@ def test_nested_model_called_twice_cannot_be_split(tmp_path, keras):
 
 
 def test_keras2_a_is_translated_to_chain_into_a_keras3_b(tmp_path, keras):
-    from surgery.quiet import quiet
+    from surgery.io.quiet import quiet
 
     with quiet():
         import tf_keras as k2

@@ -13,8 +13,8 @@ import pytest
 from conftest import FIXTURES
 
 from surgery.errors import UsageError
-from surgery.safety import scan_config
-from surgery.splice import plan, splice
+from surgery.io.safety import scan_config
+from surgery.ops.splice import plan, splice
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def seq(tmp_path):
 
 
 def captured_state(keras, a_path, a_site, data):
-    from surgery.expose import expose_state
+    from surgery.ops.expose import expose_state
 
     a = keras.saving.load_model(a_path)
     exposed = expose_state(a, layers=[a_site], outputs=True)
@@ -33,7 +33,7 @@ def captured_state(keras, a_path, a_site, data):
 
 
 def b_with_state(keras, b_path, b_site, x, states):
-    from surgery.expose import expose_state
+    from surgery.ops.expose import expose_state
 
     b = keras.saving.load_model(b_path)
     exposed = expose_state(b, layers=[b_site], outputs=False, inputs=True)
@@ -136,7 +136,7 @@ def test_data_must_be_one_sequence_of_the_right_shape(tmp_path):
 
 
 def test_keras2_b_is_translated_then_primed(seq, tmp_path):
-    from surgery.quiet import import_keras, quiet
+    from surgery.io.quiet import import_keras, quiet
 
     import_keras()
     with quiet():

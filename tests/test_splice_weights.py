@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from conftest import FIXTURES
 
-from surgery import layouts
+from surgery.graph import layouts
 from surgery.errors import UnreadableModelError, UsageError
-from surgery.formats import read_artifact
-from surgery.splice import plan, splice
-from surgery.splice_weights import produce, read_store, snake_case
+from surgery.io.formats import read_artifact
+from surgery.ops.splice import plan, splice
+from surgery.ops.splice.weights import produce, read_store, snake_case
 
 # ----------------------------------------------------------------------------------------
 # helpers
@@ -123,7 +123,7 @@ def test_produce_streams_bounded_pieces(tmp_path):
     path = tmp_path / "w.h5"
     with h5py.File(path, "w") as handle:
         handle.create_dataset("k", data=np.arange(64 * 32, dtype=np.float32).reshape(64, 32))
-    from surgery.splice_weights import Assignment, OpenStore
+    from surgery.ops.splice.weights import Assignment, OpenStore
 
     transform = layouts.WeightTransform("kernel", "copy", "kernel", (64, 32), (64, 32))
     with h5py.File(path, "r") as handle:
@@ -278,7 +278,7 @@ def test_nothing_compatible_is_an_error():
 
 def test_savedmodels_on_either_side(tmp_path, keras):
     """A SavedModel's weights live in a TF checkpoint: it is loaded through Keras (tf_keras)."""
-    from surgery.quiet import quiet
+    from surgery.io.quiet import quiet
 
     with quiet():
         import tf_keras as k2
@@ -305,7 +305,7 @@ def test_corrupt_b_weights_fail_and_write_nothing(tmp_path):
     shutil.copy(FIXTURES / "lstm_stacked.keras", b)
     with zipfile.ZipFile(b) as archive:
         info = archive.getinfo("model.weights.h5")
-        from surgery.formats.keras_zip import _stored_data_offset
+        from surgery.io.formats.keras_zip import _stored_data_offset
 
         start = _stored_data_offset(str(b), archive, info)
         with h5py.File(io.BytesIO(archive.read(info))) as handle:
@@ -328,7 +328,7 @@ def keras2_cudnn(tmp_path_factory):
     """A tf_keras model with CuDNNLSTM + CuDNNGRU (built on CPU, never run), its weights set from
     real Keras-layout weights through the inverse transformation; and the tf_keras LSTM/GRU
     model that tf_keras itself loads those CuDNN weights into (its own conversion)."""
-    from surgery.quiet import import_keras, quiet
+    from surgery.io.quiet import import_keras, quiet
 
     import_keras()
     with quiet():
@@ -387,7 +387,7 @@ def test_cudnn_weights_splice_into_keras3_lstm_and_gru(source, keras2_cudnn, tmp
 
 
 def test_keras2_lstm_model_into_keras3(tmp_path, keras):
-    from surgery.quiet import quiet
+    from surgery.io.quiet import quiet
 
     with quiet():
         import tf_keras as k2

@@ -33,7 +33,7 @@ STREAMABLE = [
 
 @pytest.fixture(scope="module")
 def load():
-    from surgery.loading import load_model
+    from surgery.io.loading import load_model
 
     cache = {}
 
@@ -60,7 +60,7 @@ def _assert_verified(report):
 
 def test_streaming_fixture_full_check(load):
     """The issue's check: T=500, K in {1, 4, 16}, batch 1 and 8, zero and non-zero initial state."""
-    from surgery.stream import verify_streaming
+    from surgery.ops.stream.step import verify_streaming
 
     report = verify_streaming(load("streaming.keras"))
     assert report.length == 500
@@ -77,7 +77,7 @@ def test_streaming_fixture_full_check(load):
 
 @pytest.mark.parametrize("name", STREAMABLE)
 def test_fixture_streams_like_the_full_sequence(load, name):
-    from surgery.stream import verify_streaming
+    from surgery.ops.stream.step import verify_streaming
 
     # K=3 does not divide 40: the last chunk is shorter, so chunk sizes compose too.
     report = verify_streaming(load(name), length=40, steps=(1, 3))
@@ -87,14 +87,14 @@ def test_fixture_streams_like_the_full_sequence(load, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", STREAMABLE)
 def test_fixture_full_length(load, name):
-    from surgery.stream import verify_streaming
+    from surgery.ops.stream.step import verify_streaming
 
     _assert_verified(verify_streaming(load(name)))
 
 
 def test_the_check_can_fail(load):
     """Dropping the carried state between chunks must show up as a large error."""
-    from surgery import stream
+    from surgery.ops import stream
 
     model = load("streaming.keras")
     step, plan = stream.build_step_model(model, steps=4)
@@ -116,7 +116,7 @@ def test_the_check_can_fail(load):
 
 def test_masked_steps_need_the_carry_fix(load, monkeypatch):
     """Without selecting the incoming h at masked steps, Keras' zero output would leak out."""
-    from surgery import stream
+    from surgery.ops import stream
 
     monkeypatch.setattr(stream._LevelStream, "_fix_masked_call", lambda self, *args: None)
     report = stream.verify_streaming(load("lstm_masking.keras"), length=40, steps=(1,), batches=(2,))
@@ -126,7 +126,7 @@ def test_masked_steps_need_the_carry_fix(load, monkeypatch):
 
 def test_step_model_signature_and_shapes(load):
     from surgery import to_step_model
-    from surgery.stream import build_step_model
+    from surgery.ops.stream.step import build_step_model
 
     model = load("streaming.keras")
     step, plan = build_step_model(model, steps=4, batch_size=8)
@@ -141,7 +141,7 @@ def test_step_model_signature_and_shapes(load):
 def test_last_step_layer_yields_its_output_at_every_step(load):
     """lstm_stacked ends in LSTM(return_sequences=False) -> Dense: each step gives Dense(h_t),
     which is what the original model returns on the prefix up to that step."""
-    from surgery import stream
+    from surgery.ops import stream
 
     model = load("lstm_stacked.keras")
     step, plan = stream.build_step_model(model, steps=5)
@@ -164,7 +164,7 @@ def test_last_step_layer_yields_its_output_at_every_step(load):
 
 
 def test_input_model_is_not_modified(load, keras):
-    from surgery.stream import to_step_model
+    from surgery.ops.stream.step import to_step_model
 
     model = load("lstm_masking.keras")
     before = json.dumps(keras.saving.serialize_keras_object(model), sort_keys=True, default=str)
@@ -193,7 +193,7 @@ def _tiny(keras, body):
 ])
 def test_layers_that_look_across_time_are_refused(keras, body, layer, reason):
     from surgery.errors import NotSupportedError
-    from surgery.stream import to_step_model
+    from surgery.ops.stream.step import to_step_model
 
     model = _tiny(keras, body)
     with pytest.raises(NotSupportedError) as error:
@@ -211,8 +211,8 @@ def test_layers_that_look_across_time_are_refused(keras, body, layer, reason):
 def test_unstreamable_fixtures_name_the_layer(name, layer, reason):
     """Refused from the config alone, before any Keras model is built."""
     from surgery.errors import NotSupportedError
-    from surgery.formats import read_artifact
-    from surgery.stream import step_config
+    from surgery.io.formats import read_artifact
+    from surgery.ops.stream.step import step_config
 
     artifact = read_artifact(FIXTURES / name)
     with pytest.raises(NotSupportedError) as error:
@@ -223,7 +223,7 @@ def test_unstreamable_fixtures_name_the_layer(name, layer, reason):
 def test_per_step_layers_around_the_recurrence(keras):
     """Embedding(mask_zero) -> Dense -> Dropout -> GRU -> TimeDistributed -> SimpleRNN(last step)
     -> two Dense heads concatenated on axis 1 -> LayerNormalization -> Dense; and a per-step Reshape."""
-    from surgery.stream import build_step_model, verify_streaming
+    from surgery.ops.stream.step import build_step_model, verify_streaming
 
     L = keras.layers
     keras.utils.set_random_seed(1)
@@ -246,7 +246,7 @@ def test_per_step_layers_around_the_recurrence(keras):
 
 
 def test_internal_state_model(load, tmp_path):
-    from surgery import stream
+    from surgery.ops import stream
 
     model = load("streaming.keras")
     stateful = stream.to_step_model(model, state="internal", steps=4, batch_size=2)
@@ -276,8 +276,9 @@ def test_internal_state_model(load, tmp_path):
 
 
 def test_savedmodel_signature_keys_are_state_names(load, tmp_path):
-    from surgery import saving, stream
-    from surgery.quiet import import_tensorflow
+    from surgery.io import saving
+    from surgery.ops import stream
+    from surgery.io.quiet import import_tensorflow
 
     tf = import_tensorflow()
     model = load("lstm_nested.keras")
@@ -293,7 +294,8 @@ def test_savedmodel_signature_keys_are_state_names(load, tmp_path):
 
 
 def test_tflite_builtin_ops_and_named_binding(load):
-    from surgery import stream, tflite
+    from surgery.ops import stream
+    from surgery.io import tflite
 
     model = load("streaming.keras")
     step, plan = stream.build_step_model(model, steps=1)
@@ -320,7 +322,8 @@ def test_tflite_builtin_ops_and_named_binding(load):
 
 
 def test_tflite_internal_state_uses_resource_variables(load):
-    from surgery import stream, tflite
+    from surgery.ops import stream
+    from surgery.io import tflite
 
     model = load("gru.keras")
     stateful = stream.to_step_model(model, state="internal", steps=2)

@@ -235,7 +235,7 @@ def test_bad_limit_values_are_usage_errors(tmp_path):
 def test_a_bug_in_the_tool_is_exit_5_not_bad_input(monkeypatch):
     import importlib
 
-    module = importlib.import_module("surgery.inspect")  # `surgery.inspect` is the API function
+    module = importlib.import_module("surgery.ops.inspect")  # `surgery.inspect` is the API function
 
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("division by zero")

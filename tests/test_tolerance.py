@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, ROOT
-from surgery import oracle, tolerance
+from surgery.check import oracle, tolerance
 
 T = 30          # timesteps of the large-state model
 UNITS = 4
@@ -202,7 +202,7 @@ def test_gru_reset_after_and_bias_row_slips_are_caught(keras, capsys):
 
 
 def test_expose_state_verifies_a_large_state_model_without_false_alarm(keras, tmp_path):
-    from surgery.expose import expose_state_file
+    from surgery.ops.expose import expose_state_file
 
     layer, x, _mask = _large_state_lstm(keras)
     inputs = keras.Input((None, FEATURES))
@@ -233,7 +233,7 @@ def _float_embedding_keras3(keras, path, mask_zero=True):
 
 
 def _float_embedding_keras2(path):
-    from surgery import families
+    from surgery.io import families
 
     tf_keras = families.get("keras2").keras
     inputs = tf_keras.Input((12,), dtype="float32", name="tokens")
@@ -245,7 +245,7 @@ def _float_embedding_keras2(path):
 
 
 def test_random_inputs_give_valid_ids_to_a_float_input_embedding(keras, tmp_path):
-    from surgery.verify import input_id_limits, random_inputs
+    from surgery.check.verify import input_id_limits, random_inputs
 
     model = _float_embedding_keras3(keras, tmp_path / "m.keras")
     assert input_id_limits(model) == [50]
@@ -276,7 +276,7 @@ def test_keras2_float_input_embedding_converts_and_matches_the_original(tmp_path
 
 
 def test_data_round_trips_npz_by_name_by_order_and_npy(keras, tmp_path):
-    from surgery.verify import verify_files
+    from surgery.check.verify import verify_files
 
     _float_embedding_keras3(keras, tmp_path / "m.keras")
     out = tmp_path / "m.exposed.keras"
@@ -320,8 +320,8 @@ def test_bad_data_is_a_one_line_usage_error_naming_file_and_array(keras, tmp_pat
 
 
 def test_convert_propagates_a_failing_original_instead_of_writing(monkeypatch, tmp_path):
-    from surgery import families
-    from surgery.convert import convert_file
+    from surgery.io import families
+    from surgery.ops.convert import convert_file
 
     def crash(self, model, values):
         raise RuntimeError("InvalidArgumentError: indices[0,3] = -1 is not in [0, 40)")
@@ -337,7 +337,7 @@ def test_convert_cli_exits_non_zero_when_the_original_fails(monkeypatch, tmp_pat
     from click.testing import CliRunner
 
     import cli as cli_module
-    from surgery import families
+    from surgery.io import families
 
     def crash(self, model, values):
         raise RuntimeError("InvalidArgumentError: indices[0,3] = -1 is not in [0, 40)")
@@ -350,9 +350,9 @@ def test_convert_cli_exits_non_zero_when_the_original_fails(monkeypatch, tmp_pat
 
 
 def test_cudnn_original_on_cpu_is_checked_against_the_oracle(tmp_path):
-    from surgery.convert import cannot_run_here, convert_file
-    from surgery.formats import read_artifact
-    from surgery.quiet import import_tensorflow
+    from surgery.ops.convert import cannot_run_here, convert_file
+    from surgery.io.formats import read_artifact
+    from surgery.io.quiet import import_tensorflow
 
     if import_tensorflow().config.list_physical_devices("GPU"):
         pytest.skip("a GPU runs the CuDNN original itself")

@@ -15,9 +15,9 @@ import zipfile
 import pytest
 
 from conftest import FIXTURES, ROOT
-from surgery import formats, saving
+from surgery.io import formats, saving
 from surgery.errors import UsageError
-from surgery.expose import expose_state_file as expose_state
+from surgery.ops.expose import expose_state_file as expose_state
 
 MODEL = FIXTURES / "lstm_sequential.keras"
 H5_MODEL = FIXTURES / "lstm_sequential.h5"
@@ -365,7 +365,7 @@ def test_a_run_killed_mid_write_is_cleaned_up_from_the_temp_log(tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "out.keras"
-    code = ("import sys\nfrom surgery.expose import expose_state_file\n"
+    code = ("import sys\nfrom surgery.ops.expose import expose_state_file\n"
             "expose_state_file(sys.argv[1], sys.argv[2])\n")  # verifies: the temporary lives for seconds
     process = subprocess.Popen([sys.executable, "-c", code, str(MODEL), str(out)], cwd=ROOT,
                                env=_env({saving.TEMP_LOG_ENV: str(log)}), start_new_session=True,

@@ -23,6 +23,6 @@ def draw(sources: list, plot_path, titles: list[str]) -> None:
     """The one way every command draws: after its work, never instead of it; says where."""
     if plot_path is None:
         return
-    from surgery.plot import plot
+    from surgery.ops.plot import plot
 
     click.echo(f"drew {plot(sources, plot_path, titles)}", err=True)

@@ -1,6 +1,6 @@
 """An independent float64 NumPy run of a Keras 2 `.h5` model, read with h5py only.
 
-The recurrent layers go through the project's own NumPy oracle (`surgery.oracle.run_layer`,
+The recurrent layers go through the project's own NumPy oracle (`surgery.check.oracle.run_layer`,
 which imports neither TensorFlow nor Keras); everything else a real model puts around them
 (Embedding, Dropout, BatchNormalization, Dense, Conv1D, pooling, Concatenate, textgenrnn's
 attention) is computed here. The weights come straight from the file's datasets, by the
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from surgery import oracle
+from surgery.check import oracle
 
 RECURRENT = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
 IDENTITY = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "ActivityRegularization", "AlphaDropout"}
