@@ -442,7 +442,7 @@ def stream(model, output, state, steps, batch_size, tflite_path, per_step, verif
            plot_path, as_json, progress):
     """Turn MODEL into a step model that runs K timesteps per call and carries its state."""
     from surgery.io.loading import load_custom_objects
-    from surgery.ops.stream.step import stream_file
+    from surgery.ops.stream import stream_file
 
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else None
     result = stream_file(model, output, state=state, steps=steps, batch_size=batch_size, tflite_path=tflite_path,

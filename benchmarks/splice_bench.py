@@ -59,7 +59,7 @@ def best_of(n: int, command: list[str]) -> tuple[float, int]:
 
 
 def in_process(a: Path, b: Path, out: Path) -> dict:
-    from surgery.ops.splice import weights as sw
+    from surgery.ops.splice import weights as sw, weights_check
     from surgery.io.formats import read_artifact
 
     a_art, b_art = read_artifact(a), read_artifact(b)
@@ -70,12 +70,12 @@ def in_process(a: Path, b: Path, out: Path) -> dict:
     sw.write_weights(plan, out)
     written = time.perf_counter() - start
     start = time.perf_counter()
-    crc_range = sw.weights_member_range(str(b))
-    sw.hash_file(str(b), crc_range[:2] if crc_range else None)
-    sw.hash_file(str(a))
+    crc_range = weights_check.weights_member_range(str(b))
+    weights_check.hash_file(str(b), crc_range[:2] if crc_range else None)
+    weights_check.hash_file(str(a))
     hashed = time.perf_counter() - start
     start = time.perf_counter()
-    integrity = sw.check_written(plan, out)
+    integrity = weights_check.check_written(plan, out)
     checked = time.perf_counter() - start
     return {"plan": planned, "write": written, "hash": hashed, "check": checked,
             "replaced": len(integrity["replaced"]), "unchanged": len(integrity["unchanged_sha256"])}
@@ -98,7 +98,7 @@ def main() -> None:
     copy.unlink(missing_ok=True)
     ours, rss = best_of(args.repeat, [*cli, "splice", str(a), str(b), "--mode", "weights", "-o", str(out),
                                       "--no-verify", "--force"])
-    startup, _ = best_of(args.repeat, [sys.executable, "-c", "import cli, surgery.splice, surgery.ops.splice.weights"])
+    startup, _ = best_of(args.repeat, [sys.executable, "-c", "import cli, surgery.ops.splice.weights"])
     parts = in_process(a, b, DATA / "spliced_inproc.keras")
     (DATA / "spliced_inproc.keras").unlink(missing_ok=True)
     rows.append((f"cp of B ({size:.0f} MB)", f"{cp_time:.2f} s", f"best of {args.repeat}, warm cache"))

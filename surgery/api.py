@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from surgery.ops.seq2seq import Seq2SeqSplit
-    from surgery.ops.stream.step import StreamReport
+    from surgery.ops.stream import StreamReport
     from surgery.check.verify import VerifyReport
 
 PathLike = Union[str, os.PathLike]
@@ -128,7 +128,7 @@ def verify(original: ModelOrPath, rebuilt: ModelOrPath, *, data=None, unsafe: bo
 def to_step_model(model: ModelOrPath, state: str = "external", steps: int = 1, batch_size: int | None = None, *,
                   unroll: bool | None = None, unsafe: bool = False, custom_objects: dict | None = None):
     """A model that runs `steps` timesteps per call and carries the state (external: as I/O)."""
-    from surgery.ops.stream.step import to_step_model as _step
+    from surgery.ops.stream import to_step_model as _step
 
     return _step(_plain(model, keras3=True, unsafe=unsafe, custom_objects=custom_objects), state, steps,
                  batch_size, unroll=unroll, custom_objects=custom_objects)
@@ -137,7 +137,7 @@ def to_step_model(model: ModelOrPath, state: str = "external", steps: int = 1, b
 def verify_streaming(model: ModelOrPath, *, steps: Iterable[int] = (1, 4, 16), batches: Iterable[int] = (1, 8),
                      length: int = 500, unsafe: bool = False, custom_objects: dict | None = None) -> "StreamReport":
     """Step a step model through `length` timesteps and compare with the full-sequence model."""
-    from surgery.ops.stream.step import verify_streaming as _verify
+    from surgery.ops.stream import verify_streaming as _verify
 
     return _verify(_plain(model, keras3=True, unsafe=unsafe, custom_objects=custom_objects), steps=steps,
                    batches=batches, length=length, custom_objects=custom_objects)

@@ -149,7 +149,7 @@ def test_states_match_the_numpy_oracle():
 def test_masked_model_per_step_output_equals_the_original_on_prefixes():
     from surgery import StreamSession
     from surgery.io.loading import load_model
-    from surgery.ops.stream.step import build_sequence_model
+    from surgery.ops.stream import build_sequence_model
 
     model = load_model(FIXTURES / "lstm_masking.keras")
     sequence = build_sequence_model(model)

@@ -20,7 +20,8 @@ from surgery.graph import layouts
 from surgery.errors import UnreadableModelError, UsageError
 from surgery.io.formats import read_artifact
 from surgery.ops.splice import plan, splice
-from surgery.ops.splice.weights import produce, read_store, snake_case
+from surgery.io.weight_store import read_store, snake_case
+from surgery.ops.splice.weights import produce
 
 # ----------------------------------------------------------------------------------------
 # helpers
@@ -123,7 +124,8 @@ def test_produce_streams_bounded_pieces(tmp_path):
     path = tmp_path / "w.h5"
     with h5py.File(path, "w") as handle:
         handle.create_dataset("k", data=np.arange(64 * 32, dtype=np.float32).reshape(64, 32))
-    from surgery.ops.splice.weights import Assignment, OpenStore
+    from surgery.io.weight_store import OpenStore
+    from surgery.ops.splice.weights import Assignment
 
     transform = layouts.WeightTransform("kernel", "copy", "kernel", (64, 32), (64, 32))
     with h5py.File(path, "r") as handle:

@@ -60,7 +60,7 @@ def _assert_verified(report):
 
 def test_streaming_fixture_full_check(load):
     """The issue's check: T=500, K in {1, 4, 16}, batch 1 and 8, zero and non-zero initial state."""
-    from surgery.ops.stream.step import verify_streaming
+    from surgery.ops.stream import verify_streaming
 
     report = verify_streaming(load("streaming.keras"))
     assert report.length == 500
@@ -77,7 +77,7 @@ def test_streaming_fixture_full_check(load):
 
 @pytest.mark.parametrize("name", STREAMABLE)
 def test_fixture_streams_like_the_full_sequence(load, name):
-    from surgery.ops.stream.step import verify_streaming
+    from surgery.ops.stream import verify_streaming
 
     # K=3 does not divide 40: the last chunk is shorter, so chunk sizes compose too.
     report = verify_streaming(load(name), length=40, steps=(1, 3))
@@ -87,7 +87,7 @@ def test_fixture_streams_like_the_full_sequence(load, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", STREAMABLE)
 def test_fixture_full_length(load, name):
-    from surgery.ops.stream.step import verify_streaming
+    from surgery.ops.stream import verify_streaming
 
     _assert_verified(verify_streaming(load(name)))
 
@@ -118,7 +118,7 @@ def test_masked_steps_need_the_carry_fix(load, monkeypatch):
     """Without selecting the incoming h at masked steps, Keras' zero output would leak out."""
     from surgery.ops import stream
 
-    monkeypatch.setattr(stream._LevelStream, "_fix_masked_call", lambda self, *args: None)
+    monkeypatch.setattr(stream.config._LevelStream, "_fix_masked_call", lambda self, *args: None)
     report = stream.verify_streaming(load("lstm_masking.keras"), length=40, steps=(1,), batches=(2,))
     assert not report.ok
     assert max(r["original"]["dense"] for r in report.runs if r["original"]) > 1e-3
@@ -126,7 +126,7 @@ def test_masked_steps_need_the_carry_fix(load, monkeypatch):
 
 def test_step_model_signature_and_shapes(load):
     from surgery import to_step_model
-    from surgery.ops.stream.step import build_step_model
+    from surgery.ops.stream import build_step_model
 
     model = load("streaming.keras")
     step, plan = build_step_model(model, steps=4, batch_size=8)
@@ -164,7 +164,7 @@ def test_last_step_layer_yields_its_output_at_every_step(load):
 
 
 def test_input_model_is_not_modified(load, keras):
-    from surgery.ops.stream.step import to_step_model
+    from surgery.ops.stream import to_step_model
 
     model = load("lstm_masking.keras")
     before = json.dumps(keras.saving.serialize_keras_object(model), sort_keys=True, default=str)
@@ -193,7 +193,7 @@ def _tiny(keras, body):
 ])
 def test_layers_that_look_across_time_are_refused(keras, body, layer, reason):
     from surgery.errors import NotSupportedError
-    from surgery.ops.stream.step import to_step_model
+    from surgery.ops.stream import to_step_model
 
     model = _tiny(keras, body)
     with pytest.raises(NotSupportedError) as error:
@@ -212,7 +212,7 @@ def test_unstreamable_fixtures_name_the_layer(name, layer, reason):
     """Refused from the config alone, before any Keras model is built."""
     from surgery.errors import NotSupportedError
     from surgery.io.formats import read_artifact
-    from surgery.ops.stream.step import step_config
+    from surgery.ops.stream import step_config
 
     artifact = read_artifact(FIXTURES / name)
     with pytest.raises(NotSupportedError) as error:
@@ -223,7 +223,7 @@ def test_unstreamable_fixtures_name_the_layer(name, layer, reason):
 def test_per_step_layers_around_the_recurrence(keras):
     """Embedding(mask_zero) -> Dense -> Dropout -> GRU -> TimeDistributed -> SimpleRNN(last step)
     -> two Dense heads concatenated on axis 1 -> LayerNormalization -> Dense; and a per-step Reshape."""
-    from surgery.ops.stream.step import build_step_model, verify_streaming
+    from surgery.ops.stream import build_step_model, verify_streaming
 
     L = keras.layers
     keras.utils.set_random_seed(1)
@@ -268,7 +268,7 @@ def test_internal_state_model(load, tmp_path):
     # The SavedModel carries the state between calls and exposes reset as a signature.
     stateful.reset_state()
     stateful.save(tmp_path / "internal")
-    driver = stream._saved_internal(tmp_path / "internal", stateful.plan)
+    driver = stream.saved_internal(tmp_path / "internal", stateful.plan)
     assert set(driver.keep_alive.signatures) == {"serving_default", "reset", "read_state", "assign_state"}
     report = stream.StreamReport(length=24, tolerance=TOL)
     result = stream.verify_internal("savedmodel", driver, model, stateful.plan, report)
@@ -289,7 +289,7 @@ def test_savedmodel_signature_keys_are_state_names(load, tmp_path):
     assert set(signature.structured_outputs) == set(plan.output_names)
     assert {"inner__inner_lstm_h_in", "outer_lstm_c_in"} <= set(plan.input_names)
     report = stream.StreamReport(length=20, tolerance=TOL)
-    stream.verify_backend("savedmodel", stream._saved_external(tmp_path / "sm", plan), model, plan, report)
+    stream.verify_backend("savedmodel", stream.saved_external(tmp_path / "sm", plan), model, plan, report)
     assert report.ok and report.backends["savedmodel"]["states"]
 
 
@@ -331,7 +331,7 @@ def test_tflite_internal_state_uses_resource_variables(load):
     assert set(converted.report.signatures) == {"serving_default", "reset", "read_state", "assign_state"}
     assert "resource variables" in converted.report.kinds and converted.report.builtin_only
     report = stream.StreamReport(length=20, tolerance=TOL)
-    result = stream.verify_internal("tflite", stream._tflite_internal(converted.content, stateful.plan), model,
+    result = stream.verify_internal("tflite", stream.tflite_internal(converted.content, stateful.plan), model,
                                     stateful.plan, report)
     assert report.ok and result["after_reset"] <= TOL
 

@@ -65,7 +65,7 @@ class SplicePlan:
     mode: str
     a: ModelArtifact
     b: ModelArtifact
-    weights: object = None          # splice_weights.WeightsPlan (mode weights)
+    weights: object = None          # splice.weights.WeightsPlan (mode weights)
     pairs: list = field(default_factory=list)  # splice_chain.SitePair (chain, prime)
     data: dict | None = None        # prime: array shapes in the data file
 
@@ -181,13 +181,13 @@ def splice(a, b, mode: str = "chain", mapping=None, *, output=None, data=None, f
 
 def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, data=None,
                  **_):
-    from surgery.ops.splice import weights as sw
+    from surgery.ops.splice import weights as sw, weights_check
 
     wplan = p.weights
     fast = fmt == p.b.format and fmt in ("keras", "h5")
     if fmt == "savedmodel" and p.b.family == "keras3":
         raise NotSupportedError("a Keras 3 model is written as .keras or .h5 by splice; pass -o with one of those")
-    hashes = sw.start_hashing(p.a, p.b)
+    hashes = weights_check.start_hashing(p.a, p.b)
     integrity = report = None
     facts = {"streamed": False, "cast": []}
     with saving.staged_outputs(force=force) as outputs:
@@ -196,19 +196,19 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, 
             facts = sw.write_weights(wplan, temp, progress=step)
             if verify:
                 step("checking every weight of the written file")
-                integrity = sw.check_written(wplan, temp)
+                integrity = weights_check.check_written(wplan, temp)
         else:
             step(f"writing {fmt} through Keras")
             _write_weights_live(wplan, temp, fmt, unsafe=unsafe, custom_objects=custom_objects)
         a_sha, b_sha = (f.result() if f is not None else None for f in hashes)
         if verify:
             step("verifying in Keras against the NumPy oracle")
-            report = sw.verify_numerically(wplan, temp, unsafe=unsafe, custom_objects=custom_objects, data=data)
+            report = weights_check.verify_numerically(wplan, temp, unsafe=unsafe, custom_objects=custom_objects, data=data)
         summary_lines = []
         if integrity is not None:
             summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
                                  f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
-        summary_lines.append(sw.summary(report) if report is not None else "not verified (--no-verify)")
+        summary_lines.append(weights_check.summary(report) if report is not None else "not verified (--no-verify)")
         extra = {"mode": "weights", "splice": p.as_dict(), "streamed": facts["streamed"], "casts": facts["cast"],
                  "integrity": integrity, "verification": report}
         manifest = _manifest(outputs, p, output, fmt, p.b.family, a_sha, b_sha, p.b.model_config, extra)
@@ -217,12 +217,13 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, 
 
 def _write_weights_live(wplan, temp: Path, fmt: str, *, unsafe, custom_objects) -> None:
     from surgery.io import families
-    from surgery.ops.splice import weights as sw
+    from surgery.io import weight_store
     from surgery.io.loading import load_model
+    from surgery.ops.splice import weights as sw
 
     model = load_model(wplan.dest.model_artifact, unsafe=unsafe, custom_objects=custom_objects)
     family = families.of_model(model)
-    with sw.open_store(wplan.source.artifact) as source, sw.open_store(wplan.dest.artifact) as dest:
+    with weight_store.open_store(wplan.source.artifact) as source, weight_store.open_store(wplan.dest.artifact) as dest:
         for pair in wplan.pairs:
             arrays = []
             for s_cell, d_cell, transforms in zip(pair.source.cells, pair.dest.cells, pair.transforms):
