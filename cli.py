@@ -5,7 +5,7 @@ Exit codes: 0 ok, 1 verification failed, 2 usage error or unreadable input,
 
 Run as a program (`lstm-surgery ...`, `python cli.py ...`), each command works in a
 supervised child process with limits on wall time, memory and open files
-(surgery/sandbox.py); `main` called in-process (tests, click's CliRunner) runs in-process.
+(surgery/io/sandbox.py); `main` called in-process (tests, click's CliRunner) runs in-process.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _fail(message: str, code: int, kind: str, as_json: bool):
 
 
 def limit_options(command):
-    """Resource limits of the supervised child process (see surgery/sandbox.py), and --progress
+    """Resource limits of the supervised child process (see surgery/io/sandbox.py), and --progress
     (every command has both)."""
     command = progress_option(command)
     command = click.option("--max-open-files", type=click.IntRange(min=0), default=None,

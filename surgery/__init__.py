@@ -44,7 +44,7 @@ def __getattr__(name):
         from surgery.ops.stream.session import StreamSession
 
         return StreamSession
-    if name == "extract_states":  # states over a whole dataset (surgery/extract/)
+    if name == "extract_states":  # states over a whole dataset (surgery/ops/extract/)
         from surgery.ops.extract import extract_states
 
         return extract_states

@@ -35,8 +35,8 @@ def _live(source: ModelOrPath, *, unsafe: bool = False, custom_objects: dict | N
 
 
 def _plain(source: ModelOrPath, *, keras3: bool = False, unsafe: bool = False, custom_objects=None):
-    """A live model without the state I/O a command already added (see surgery.graph.state_io)."""
-    from surgery.graph import state_io
+    """A live model without the state I/O a command already added (see surgery.ops.state_io)."""
+    from surgery.ops import state_io
 
     return state_io.plain_model(source, keras3=keras3, unsafe=unsafe, custom_objects=custom_objects).model
 
@@ -99,7 +99,7 @@ def expose_state(model: ModelOrPath, layers: Iterable[str] | None = None, output
 
     State I/O the model already has is kept under its names, never duplicated."""
     from surgery.io import families
-    from surgery.graph import state_io
+    from surgery.ops import state_io
     from surgery.ops.expose import rebuild_with_states
 
     live = _live(model, unsafe=unsafe, custom_objects=custom_objects)
@@ -171,7 +171,8 @@ def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, 
          source: PathLike | None = None) -> Path:
     """Write a live model atomically with its manifest (state I/O named); returns the manifest's path."""
     from surgery.io import families, saving
-    from surgery.graph import state_io
+    from surgery.io import writers
+    from surgery.ops import state_io
 
     family = families.of_model(model)
     fmt = saving.infer_format(path, fmt)
@@ -181,9 +182,9 @@ def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, 
     with saving.staged_outputs(force=force) as outputs:
         temp = outputs.temp(out, directory=(fmt == "savedmodel"))
         family.save(model, str(temp), fmt)
-        manifest = saving.build_manifest(
+        manifest = writers.build_manifest(
             artifact=out, fmt=fmt, family=family.name, operation=operation, plan=None, source=source,
-            source_sha256=saving.sha256_of(source) if source else None,
+            source_sha256=writers.sha256_of(source) if source else None,
             model_inputs=[t.name.split(":")[0] for t in model.inputs],
             model_outputs=list(getattr(model, "output_names", None) or []),
             extra={"state_outputs": [{"name": n, "site": s, "role": r} for n, (s, r) in found.outputs.items()],
@@ -194,7 +195,7 @@ def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, 
 
 def diff(a: ModelOrPath, b: ModelOrPath) -> dict:
     """What changed from A to B: inputs/outputs, layers (config keys), weights (by hash). Static for paths."""
-    from surgery.ops.diff import diff as _diff
+    from surgery.check.diff import diff as _diff
 
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory, \
             _as_file(a, Path(directory), "a") as path_a, _as_file(b, Path(directory), "b") as path_b:

@@ -107,7 +107,7 @@ def test_docs_api_examples_run(index, monkeypatch):
 def test_diff_is_static_and_reports_io_layers_and_weights(tmp_path):
     exposed = tmp_path / "e.keras"
     surgery.save(surgery.expose_state(FIXTURES / "lstm_stacked.keras", inputs=True), exposed)
-    code = ("import sys, json\nfrom surgery.ops.diff import diff\n"
+    code = ("import sys, json\nfrom surgery.check.diff import diff\n"
             f"r = diff({str(FIXTURES / 'lstm_stacked.keras')!r}, {str(exposed)!r})\n"
             "assert not [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]\n"
             "print(json.dumps(r))")

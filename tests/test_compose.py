@@ -10,7 +10,7 @@ from conftest import FIXTURES
 
 import cli
 from surgery.io import formats
-from surgery.graph import state_io
+from surgery.ops import state_io
 
 
 def run(*args):

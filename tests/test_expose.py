@@ -120,13 +120,13 @@ def test_corrupt_weights_member_fails_and_writes_nothing(tmp_path, verify_it):
     import h5py
 
     from surgery.errors import UnreadableModelError
-    from surgery.io.formats.keras_zip import _stored_data_offset
+    from surgery.io.formats.keras_zip import stored_data_offset
 
     source = tmp_path / "model.keras"
     shutil.copy(FIXTURES / "lstm_stacked.keras", source)
     with zipfile.ZipFile(source) as archive:
         info = archive.getinfo("model.weights.h5")
-        start = _stored_data_offset(str(source), archive, info)
+        start = stored_data_offset(str(source), archive, info)
         with h5py.File(io.BytesIO(archive.read(info))) as handle:
             offset = handle["layers/dense/vars/0"].id.get_offset()
     data = bytearray(source.read_bytes())

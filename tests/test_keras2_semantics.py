@@ -17,6 +17,7 @@ import tf_keras
 from surgery.graph import keras2_compat, translate
 
 from surgery.check import oracle
+from surgery.check import activations
 from surgery.ops.convert import convert_file
 from surgery.errors import NotSupportedError
 from surgery.ops.expose import expose_state_file
@@ -85,10 +86,10 @@ def test_oracle_keras2_hard_sigmoid_matches_tf_keras(cell):
 
 def test_keras2_hard_sigmoid_definition():
     x = np.array([-3.0, -2.5, -1.0, 0.0, 1.0, 2.5, 3.0])
-    assert np.allclose(oracle.activation("hard_sigmoid", "keras2")(x), [0, 0, 0.3, 0.5, 0.7, 1, 1])
-    assert np.allclose(oracle.activation("hard_sigmoid", "keras3")(x), np.clip(x / 6 + 0.5, 0, 1))
+    assert np.allclose(activations.activation("hard_sigmoid", "keras2")(x), [0, 0, 0.3, 0.5, 0.7, 1, 1])
+    assert np.allclose(activations.activation("hard_sigmoid", "keras3")(x), np.clip(x / 6 + 0.5, 0, 1))
     with pytest.raises(ValueError):
-        oracle.activation("hard_silu", "keras2")  # a Keras 3 name tf_keras never had
+        activations.activation("hard_silu", "keras2")  # a Keras 3 name tf_keras never had
 
 
 @pytest.fixture(scope="module")

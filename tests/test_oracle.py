@@ -17,6 +17,7 @@ from keras import layers
 from surgery.graph import channels_first
 
 from surgery.check import oracle
+from surgery.check import activations
 
 BATCH, TIME, FEATURES = 3, 7, 4
 ATOL = 1e-5
@@ -478,7 +479,7 @@ ACTIVATION_NAMES = [
 def test_activation_matches_keras(name):
     x = np.linspace(-8.0, 8.0, 161)
     expected = np.asarray(keras.activations.get(name)(x))
-    np.testing.assert_allclose(oracle.activation(name)(x), expected, atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(activations.activation(name)(x), expected, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -492,13 +493,13 @@ def test_activation_matches_keras(name):
 )
 def test_activation_accepts_serialized_forms(identifier):
     x = np.array([-2.0, 0.5, 3.0])
-    np.testing.assert_array_equal(oracle.activation(identifier)(x), x)
+    np.testing.assert_array_equal(activations.activation(identifier)(x), x)
 
 
 @pytest.mark.parametrize("identifier", ["not_an_activation", {"config": 3}, 42])
 def test_unknown_activation_is_named_in_error(identifier):
     with pytest.raises(ValueError, match=re.escape(repr(identifier))):
-        oracle.activation(identifier)
+        activations.activation(identifier)
 
 
 # --------------------------------------------------------------------------------------

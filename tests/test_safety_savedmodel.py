@@ -21,7 +21,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from surgery.errors import UnreadableModelError
-from surgery.io.formats import read_artifact, tf_graph
+from surgery.io.formats import read_artifact, tf_graph, tf_proto
 from surgery.io.formats.savedmodel import KERAS_METADATA_FILE, decode_saved_metadata
 from surgery.io.safety import UnsafeContentError, ensure_artifact_safe, scan_config
 
@@ -76,7 +76,7 @@ def length_field(number: int, payload: bytes) -> bytes:
 
 
 def encode_metadata(nodes) -> bytes:
-    """keras_metadata.pb from decoded SavedObjects (see surgery/formats/savedmodel.py)."""
+    """keras_metadata.pb from decoded SavedObjects (see surgery/io/formats/savedmodel.py)."""
     out = b""
     for node in nodes:
         version = varint(1 << 3) + varint(node.version.producer) + varint(2 << 3) + varint(
@@ -397,12 +397,12 @@ def test_broad_model_scans_nested_bidirectional_and_cell_nodes(broad_savedmodel)
 def test_keras3_export_graph_raises_no_finding(reference_models):
     """model.export() has no keras_metadata.pb (not supported), but its graph is genuine."""
     data = (reference_models["k3_export"] / "saved_model.pb").read_bytes()
-    assert tf_graph.scan_saved_model(tf_graph.decode_saved_model(data)) == []
+    assert tf_graph.scan_saved_model(tf_proto.decode_saved_model(data)) == []
 
 
 def test_genuine_checkpoint_functions_are_the_only_io(reference_models):
     data = (reference_models["tk_savedmodel"] / "saved_model.pb").read_bytes()
-    [graph] = tf_graph.decode_saved_model(data)
+    [graph] = tf_proto.decode_saved_model(data)
     io_ops = {(function.name.rsplit("_", 1)[0], node.op)
               for function in graph.functions for node in function.nodes
               if tf_graph.op_hazard(node.op)}
@@ -421,7 +421,7 @@ def test_genuine_checkpoint_functions_are_the_only_io(reference_models):
 
 def traced_function(path: Path, role: str) -> str:
     data = (path / "saved_model.pb").read_bytes()
-    [graph] = tf_graph.decode_saved_model(data)
+    [graph] = tf_proto.decode_saved_model(data)
     return next(f.name for f in graph.functions if f.name.startswith(f"__inference__traced_{role}_"))
 
 
@@ -557,7 +557,7 @@ def test_oneof_last_member_wins_so_a_func_after_a_type_is_seen():
     # AttrValue{type: DT_FLOAT, func: {name: "ReadFile"}}: protobuf keeps the func.
     attr = varint(6 << 3) + varint(1) + attr_func(b"ReadFile")
     findings = tf_graph.scan_saved_model(
-        tf_graph.decode_saved_model(saved_model_with_node(node_with_attr(attr))))
+        tf_proto.decode_saved_model(saved_model_with_node(node_with_attr(attr))))
     assert [f.detail for f in findings] == ["attr calls op 'ReadFile' by name, which reads files"]
 
 
@@ -567,14 +567,14 @@ def test_nested_function_attrs_are_followed_and_bounded():
         attr = attr_func(b"Identity", attr)
     attr = attr_func(b"Identity", attr_func(b"WriteFile"))
     findings = tf_graph.scan_saved_model(
-        tf_graph.decode_saved_model(saved_model_with_node(node_with_attr(attr))))
+        tf_proto.decode_saved_model(saved_model_with_node(node_with_attr(attr))))
     assert [f.detail for f in findings] == ["attr calls op 'WriteFile' by name, which writes files"]
 
     deep = attr_func(b"Identity")
-    for _ in range(tf_graph.MAX_ATTR_DEPTH + 5):
+    for _ in range(tf_proto.MAX_ATTR_DEPTH + 5):
         deep = attr_func(b"Identity", deep)
-    with pytest.raises(tf_graph.ProtobufDecodeError, match="nested deeper"):
-        tf_graph.decode_saved_model(saved_model_with_node(node_with_attr(deep)))
+    with pytest.raises(tf_proto.ProtobufDecodeError, match="nested deeper"):
+        tf_proto.decode_saved_model(saved_model_with_node(node_with_attr(deep)))
 
 
 def test_decoding_is_linear_on_hostile_input():
@@ -585,7 +585,7 @@ def test_decoding_is_linear_on_hostile_input():
         best = float("inf")
         for _ in range(3):  # the best of three: shared CPUs make single timings noisy
             start = time.perf_counter()
-            [meta] = tf_graph.decode_saved_model(data)
+            [meta] = tf_proto.decode_saved_model(data)
             best = min(best, time.perf_counter() - start)
         assert len(meta.nodes) == count
         return best

@@ -307,9 +307,9 @@ def test_corrupt_b_weights_fail_and_write_nothing(tmp_path):
     shutil.copy(FIXTURES / "lstm_stacked.keras", b)
     with zipfile.ZipFile(b) as archive:
         info = archive.getinfo("model.weights.h5")
-        from surgery.io.formats.keras_zip import _stored_data_offset
+        from surgery.io.formats.keras_zip import stored_data_offset
 
-        start = _stored_data_offset(str(b), archive, info)
+        start = stored_data_offset(str(b), archive, info)
         with h5py.File(io.BytesIO(archive.read(info))) as handle:
             offset = handle["layers/dense/vars/0"].id.get_offset()
     data = bytearray(b.read_bytes())

@@ -277,13 +277,14 @@ def test_internal_state_model(load, tmp_path):
 
 def test_savedmodel_signature_keys_are_state_names(load, tmp_path):
     from surgery.io import saving
+    from surgery.io import writers
     from surgery.ops import stream
     from surgery.io.quiet import import_tensorflow
 
     tf = import_tensorflow()
     model = load("lstm_nested.keras")
     step, plan = stream.build_step_model(model, steps=2)
-    saving.export_savedmodel(step, tmp_path / "sm", list(plan.input_names), list(plan.output_names))
+    writers.export_savedmodel(step, tmp_path / "sm", list(plan.input_names), list(plan.output_names))
     signature = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == set(plan.input_names)
     assert set(signature.structured_outputs) == set(plan.output_names)

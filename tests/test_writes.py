@@ -294,7 +294,7 @@ def test_a_full_disk_through_the_cli_exits_2(tmp_path):
     out = tmp_path / "out.keras"
     code = (
         "import errno, os, sys\n"
-        "from surgery import formats\n"
+        "from surgery.io import formats\n"
         "def full(source, dest, config, **options):\n"
         "    open(dest, 'wb').write(b'partial')\n"
         "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))\n"

@@ -1,1 +1,4 @@
-"""check"""
+"""Is it right? The NumPy oracle (oracle, cells, activations), model-vs-model verification, the
+one tolerance policy and the static structure diff. Uses surgery.graph and surgery.io, never
+surgery.ops.
+"""

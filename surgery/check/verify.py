@@ -149,7 +149,7 @@ def _id_limit(level, name: str, seen: dict) -> int | None:
     return seen[key]
 
 
-def _np_dtype(tensor) -> np.dtype:
+def tensor_np_dtype(tensor) -> np.dtype:
     return np.dtype(getattr(tensor.dtype, "as_numpy_dtype", None) or str(tensor.dtype))
 
 
@@ -168,14 +168,14 @@ def random_inputs(model, *, batch: int = 4, seed: int = 0, data=None) -> list[np
     for tensor, limit in zip(model.inputs, input_id_limits(model)):
         fixed_batch = tensor.shape[0]
         shape = [fixed_batch or batch] + [d if d is not None else NONE_DIM for d in tensor.shape[1:]]
-        value = _random_value(rng, shape, _np_dtype(tensor), limit)
+        value = random_value(rng, shape, tensor_np_dtype(tensor), limit)
         if value.ndim >= 2 and shape[0] > 1 and shape[1] >= 4:
             value[1, -2:] = 0
         values.append(value)
     return values
 
 
-def _random_value(rng, shape, dtype: np.dtype, limit: int | None) -> np.ndarray:
+def random_value(rng, shape, dtype: np.dtype, limit: int | None) -> np.ndarray:
     if limit is not None:  # ids: 0 is left for padding (a mask_zero Embedding masks it)
         return rng.integers(1, max(limit, 2), size=shape).astype(dtype)
     if np.issubdtype(dtype, np.integer):
@@ -248,21 +248,21 @@ def load_inputs(data, model, *, where: str = "--data") -> list[np.ndarray]:
     out = []
     batches = set()
     for (key, array), tensor, limit in zip(keyed, model.inputs, input_id_limits(model)):
-        out.append(_checked_array(label, key, np.asarray(array), tensor, limit))
+        out.append(checked_array(label, key, np.asarray(array), tensor, limit))
         batches.add(out[-1].shape[0])
     if len(batches) > 1:
         raise UsageError(f"{label}: arrays have different batch sizes {sorted(batches)}")
     return out
 
 
-def _checked_array(label: str, key: str, array: np.ndarray, tensor, limit: int | None) -> np.ndarray:
+def checked_array(label: str, key: str, array: np.ndarray, tensor, limit: int | None) -> np.ndarray:
     where = f"{label}, array {key!r}"
     want = tuple(tensor.shape)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise UsageError(f"{where} is not numeric (dtype {array.dtype})")
     if array.ndim != len(want) or any(w is not None and g != w for g, w in zip(array.shape, want)):
         raise UsageError(f"{where} has shape {array.shape}; the input takes {_shape_text(want)}")
-    dtype = _np_dtype(tensor)
+    dtype = tensor_np_dtype(tensor)
     if array.size and not np.all(np.isfinite(array.astype(np.float64))):
         raise UsageError(f"{where} holds NaN or inf")
     if (limit is not None or np.issubdtype(dtype, np.integer)) and array.size:
@@ -278,7 +278,7 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def _site_call_values(family, model, values: list, site) -> tuple:
+def site_call_values(family, model, values: list, site) -> tuple:
     """(layer, sequence, mask, initial states) of one site, evaluated on real inputs.
 
     Masks are followed across nested-model boundaries: Keras hands a nested model's call
@@ -381,7 +381,7 @@ def verify(original, rebuilt, plan, sites, *, batch: int = 4, seed: int = 0,
     for position, state in enumerate(plan.outputs):
         site = by_site[state.site]
         if site.name not in oracle_runs:
-            layer, sequence, mask, initial = _site_call_values(rebuilt_family, probe_model, stated_values, site)
+            layer, sequence, mask, initial = site_call_values(rebuilt_family, probe_model, stated_values, site)
             oracle_runs[site.name] = (sequence_steps(sequence),
                                       oracle_states(rebuilt_family, layer, sequence, mask, initial))
             del layer, sequence, mask, initial
@@ -458,7 +458,7 @@ def _ref_names(structure) -> list[str]:
 def verify_files(original_path, rebuilt_path, *, unsafe: bool = False, custom_objects=None,
                  data=None) -> VerifyReport:
     """Standalone check of a rebuilt file against its original (the `verify` command)."""
-    from surgery.ops.diff import structural_mismatch
+    from surgery.check.diff import structural_mismatch
     from surgery.io.formats import read_artifact
     from surgery.io.loading import load_model
     from surgery.io.safety import ensure_artifact_safe

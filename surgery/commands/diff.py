@@ -23,7 +23,7 @@ def register(main, handle_errors, emit_json) -> None:
     def diff(a, b, as_json, progress):
         """What changed from A to B: inputs/outputs, layers (config keys), weights (by sha256).
         Static: TensorFlow is not loaded and nothing from the files is executed."""
-        from surgery.ops.diff import diff as run_diff, format_table
+        from surgery.check.diff import diff as run_diff, format_table
 
         report = run_diff(a, b)
         if as_json:

@@ -115,8 +115,8 @@ def rewire_states(
     out_states = []
     for state in lifted_out:
         name = f"{state.site}_{state.role}"
-        _ensure_free(level, name)
-        level.add_layer(dialect.identity_layer(name, _plain_policy(state.policy),
+        ensure_free(level, name)
+        level.add_layer(dialect.identity_layer(name, plain_policy(state.policy),
                                                dialect.tensor(state.ref, (None, *state.shape), state.dtype)))
         level.add_output((name, 0, 0))
         out_states.append(StateTensor(name, state.site, state.role, state.shape, state.dtype))
@@ -140,14 +140,14 @@ def _input_count(level: Level) -> int:
     return output_count(level.config["input_layers"])
 
 
-def _ensure_free(level: Level, name: str) -> None:
+def ensure_free(level: Level, name: str) -> None:
     if level.has_layer(name):
         raise NotSupportedError(
             f"the model already has a layer named {name!r}, the name a state would get; rename that layer"
         )
 
 
-def _plain_policy(policy):
+def plain_policy(policy):
     policy = copy.deepcopy(policy)
     if isinstance(policy, dict):
         policy.pop("shared_object_id", None)
@@ -189,11 +189,11 @@ def _rewire_recurrent(level: Level, entry: dict, context: _Context, model_path: 
     outs, ins = [], []
     if context.want_outputs and not kind.returns_states(entry):
         entry["config"] = kind.enable_states(entry)["config"]
-    _make_stateless(entry)
+    make_stateless(entry)
     for call, site in selected:
         if context.want_outputs:
             for k, state in enumerate(site.states):
-                _require_known_shape(site, state)
+                require_known_shape(site, state)
                 outs.append(_Lifted(site.name, state.role, state.shape, state.dtype, policy,
                                     (call.layer_name, call.index, base + k)))
         if context.want_inputs:
@@ -202,7 +202,7 @@ def _rewire_recurrent(level: Level, entry: dict, context: _Context, model_path: 
                 continue
             tensors = []
             for state in site.states:
-                _require_known_shape(site, state)
+                require_known_shape(site, state)
                 ref = level.add_input(level.unique_name(state.input_name), state.shape, state.dtype)
                 tensors.append(level.dialect.tensor(ref, (None, *state.shape), state.dtype))
                 ins.append(_Lifted(site.name, state.role, state.shape, state.dtype, policy, ref,
@@ -211,7 +211,7 @@ def _rewire_recurrent(level: Level, entry: dict, context: _Context, model_path: 
     return outs, ins
 
 
-def _require_known_shape(site: Site, state) -> None:
+def require_known_shape(site: Site, state) -> None:
     if any(dim is None for dim in state.shape):
         raise NotSupportedError(
             f"state {state.output_name!r} of {site.path!r} has an unknown shape {state.shape!r}: "
@@ -219,7 +219,7 @@ def _require_known_shape(site: Site, state) -> None:
         )
 
 
-def _make_stateless(entry: dict) -> None:
+def make_stateless(entry: dict) -> None:
     """A stateful layer's carried state becomes explicit, so the layer itself stops carrying it."""
     inner = registry.unwrap(entry)["config"]
     for cfg in (inner, inner.get("layer", {}).get("config", {}), (inner.get("backward_layer") or {}).get("config", {})):
@@ -239,7 +239,7 @@ def _rewire_nested(level: Level, entry: dict, context: _Context, model_path: tup
     inner_outs, inner_ins = _rewire_level(nested, context, (*model_path, Level.name_of(entry)))
     for state in inner_outs:
         name = nested.unique_name(f"{state.site}_{state.role}")
-        nested.add_layer(dialect.identity_layer(name, _plain_policy(state.policy),
+        nested.add_layer(dialect.identity_layer(name, plain_policy(state.policy),
                                                 dialect.tensor(state.ref, (None, *state.shape), state.dtype)))
         nested.add_output((name, 0, 0))
     entry.pop("build_config", None)

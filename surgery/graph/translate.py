@@ -19,7 +19,7 @@ from surgery.io import families
 
 from surgery.graph import layouts
 
-from surgery.check import oracle
+from surgery.check import activations
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.graph.level import KERAS3, is_model_entry, walk_values
@@ -157,14 +157,14 @@ def _activation_folds(config: dict, notes: list, remedy: str = DEFAULT_REMEDY) -
                 if key in cfg and _keras2_scale(cfg[key]) != 1.0:
                     raise NotSupportedError(
                         f"layer {cfg.get('name', item.get('class_name'))!r} ({item.get('class_name')}) "
-                        f"has {key}={oracle.activation_name(cfg[key])!r}, whose Keras 2 meaning "
+                        f"has {key}={activations.activation_name(cfg[key])!r}, whose Keras 2 meaning "
                         f"(0.2x + 0.5, clipped) Keras 3 has no name for here; {remedy}")
     return folds
 
 
 def _keras2_scale(identifier) -> float:
     try:
-        return KERAS2_INPUT_SCALES.get(oracle.activation_name(identifier), 1.0)
+        return KERAS2_INPUT_SCALES.get(activations.activation_name(identifier), 1.0)
     except ValueError:  # a custom activation: Keras resolves it, nothing to rescale
         return 1.0
 

@@ -33,7 +33,7 @@ def _one_line(error: Exception) -> str:
 KERAS3_MASK_OPS = ("NotEqual", "Any")
 
 
-def _keras3_mask_ops() -> dict:
+def keras3_mask_ops() -> dict:
     from keras.src.ops import numpy as keras_numpy_ops
 
     return {name: getattr(keras_numpy_ops, name) for name in KERAS3_MASK_OPS}
@@ -52,7 +52,7 @@ class Keras3Family:
         try:
             with quiet():
                 # Keras' loader, less the initializer work it throws away (surgery.io.keras3_load).
-                return keras3_load.load(path, custom_objects={**_keras3_mask_ops(), **custom_objects},
+                return keras3_load.load(path, custom_objects={**keras3_mask_ops(), **custom_objects},
                                         safe_mode=safe_mode)
         except SurgeryError:
             raise
@@ -68,7 +68,7 @@ class Keras3Family:
         with quiet():
             # Keras pops keys from the config it deserializes: give it a copy.
             return self.keras.saving.deserialize_keras_object(
-                copy.deepcopy(config), custom_objects={**_keras3_mask_ops(), **custom_objects_for(self.name, custom_objects)},
+                copy.deepcopy(config), custom_objects={**keras3_mask_ops(), **custom_objects_for(self.name, custom_objects)},
                 safe_mode=True)
 
     def layer_config(self, layer) -> dict:
@@ -116,7 +116,7 @@ class Keras3Family:
                     outputs = probe(feed, training=False, mask=masks if len(masks) > 1 else masks[0])
                 else:
                     outputs = probe(feed, training=False)
-                outputs = _as_list(outputs)
+                outputs = as_list(outputs)
                 # Masks are returned, not read off afterwards: an XLA retry keeps only results.
                 return outputs, [getattr(v, "_keras_mask", None) for v in outputs]
 
@@ -127,7 +127,7 @@ class Keras3Family:
     def call(self, model, values: list) -> list:
         feed = values if len(values) > 1 else values[0]
         with quiet():
-            outputs = channels_first.run(lambda: _as_list(model(feed, training=False)))
+            outputs = channels_first.run(lambda: as_list(model(feed, training=False)))
         return [np.asarray(v) for v in outputs]
 
     def save(self, model, path: str, fmt: str) -> None:
@@ -225,7 +225,7 @@ class Keras2Family(Keras3Family):
         tf_keras = self.keras
         with quiet():
             probe = tf_keras.Model(model.inputs, tensors)
-            outputs = _as_list(probe(values if len(values) > 1 else values[0], training=False))
+            outputs = as_list(probe(values if len(values) > 1 else values[0], training=False))
         return [np.asarray(v) for v in outputs], [_runtime_mask(v) for v in outputs]
 
     def save(self, model, path: str, fmt: str) -> None:
@@ -250,7 +250,8 @@ def _json_default(value):
     raise TypeError(f"not JSON-serializable in a model config: {value!r}")
 
 
-def _as_list(outputs) -> list:
+def as_list(outputs) -> list:
+    """A model's outputs (one tensor, a list/tuple, or a dict) as a list."""
     if isinstance(outputs, dict):
         return list(outputs.values())
     if isinstance(outputs, (list, tuple)):

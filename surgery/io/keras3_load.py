@@ -78,7 +78,7 @@ def _load_zip_streamed(path: str, custom_objects: dict, safe_mode: bool):
         from keras.src.saving import saving_lib
     except ImportError:
         return None
-    from surgery.io.formats.keras_zip import WEIGHTS_MEMBER, _open_member_seekable
+    from surgery.io.formats.keras_zip import WEIGHTS_MEMBER, open_member_seekable
 
     needed = ("_model_from_config", "_load_state", "_raise_loading_failure", "H5IOStore")
     if not all(hasattr(saving_lib, name) for name in needed):
@@ -90,7 +90,7 @@ def _load_zip_streamed(path: str, custom_objects: dict, safe_mode: bool):
             return None
         config_json = archive.read("config.json")
         model = saving_lib._model_from_config(config_json, custom_objects, False, safe_mode)
-        with _open_member_seekable(path, archive, archive.getinfo(WEIGHTS_MEMBER)) as member:
+        with open_member_seekable(path, archive, archive.getinfo(WEIGHTS_MEMBER)) as member:
             store = _window_store(saving_lib.H5IOStore, member)
             try:
                 failed, errors = set(), {}
@@ -134,13 +134,13 @@ def variables_by_path(model) -> dict:
 def build_sharing(config: dict, original, *, custom_objects=None, safe_mode: bool = True):
     """A Keras 3 model from `config` whose variables are `original`'s (matched by path,
     then checked layer by layer; any that could not be shared are copied)."""
-    from surgery.io.families import _keras3_mask_ops
+    from surgery.io.families import keras3_mask_ops
     from surgery.io.quiet import quiet
     from keras.src.saving.serialization_lib import ObjectSharingScope, deserialize_keras_object
 
     config = json.loads(json.dumps(config))  # Keras pops keys from what it deserializes
     with quiet(), cheap_initializers(variables_by_path(original)), ObjectSharingScope():
-        rebuilt = deserialize_keras_object(config, custom_objects={**_keras3_mask_ops(), **(custom_objects or {})},
+        rebuilt = deserialize_keras_object(config, custom_objects={**keras3_mask_ops(), **(custom_objects or {})},
                                            safe_mode=safe_mode)
     share_weights(original, rebuilt)
     return rebuilt

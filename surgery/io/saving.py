@@ -4,6 +4,9 @@ Every artifact is written to a temporary sibling, verified there, and renamed in
 its manifest, so a crash or a SIGKILL never leaves a partial file (or an artifact without its
 manifest) at the target path. The tool never writes to, into or around its input. Temporaries
 are listed in $LSTM_SURGERY_TEMP_LOG (when set) before they exist, for a supervising parent.
+
+What goes into those files (manifests, signature names, SavedModel export, Keras save) is in
+surgery.io.writers.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from surgery.errors import SurgeryError, UsageError
+
 
 EXTENSION_FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 FORMAT_EXTENSIONS = {"keras": ".keras", "h5": ".h5", "savedmodel": ""}
@@ -273,7 +276,7 @@ class Outputs:
                 _check_replaceable(dest, directory)
             _normalize_modes(temp, directory)
             if not directory:
-                _fsync(temp)
+                fsync(temp)
         done: list[_Placed] = []
         try:
             for dest, temp, directory in self._staged:  # manifests first: they were inserted in front
@@ -287,7 +290,7 @@ class Outputs:
         for placed in done:
             placed.finish()
         for parent in {dest.parent for dest, _t, _d in self._staged}:
-            _fsync(parent)
+            fsync(parent)
         return {dest: manifest_path(dest) for dest in manifests}
 
     def discard(self) -> None:
@@ -481,7 +484,7 @@ def scratch_dir(beside: str | os.PathLike) -> Iterator[Path]:
         _remove(path)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -497,129 +500,3 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             os.unlink(path)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, or of a directory's files in sorted order."""
-    digest = hashlib.sha256()
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_manifest(artifact: str | os.PathLike, manifest: dict) -> Path:
-    """Write (or replace) `<artifact>.manifest.json` alone; operations commit theirs with the artifact."""
-    target = manifest_path(artifact)
-    with atomic_target(target) as temp:
-        temp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    return target
-
-
-def build_manifest(*, artifact, fmt: str, family: str, operation: str, plan, source=None,
-                   source_sha256: str | None = None, model_inputs=None, model_outputs=None,
-                   extra: dict | None = None) -> dict:
-    from surgery import __version__
-
-    manifest = {
-        "lstm_surgery": __version__,
-        "operation": operation,
-        "artifact": Path(artifact).name,
-        "format": fmt,
-        "family": family,
-        "source": {"path": str(source) if source else None, "sha256": source_sha256},
-        "model_inputs": model_inputs or [],
-        "model_outputs": model_outputs or [],
-        "state_inputs": [s.as_dict() for s in plan.inputs] if plan else [],
-        "state_outputs": [s.as_dict() for s in plan.outputs] if plan else [],
-        "skipped": [{"site": site, "reason": reason} for site, reason in plan.skipped] if plan else [],
-    }
-    if extra:
-        manifest.update(extra)
-    return manifest
-
-
-def tensor_entries(tensors, names) -> list[dict]:
-    out = []
-    for tensor, name in zip(tensors, names):
-        out.append({"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)})
-    return out
-
-
-def signature_names(model, plan) -> tuple[list[str], list[str]]:
-    """Input and output keys of the serving signature: model names, then state names."""
-    from surgery.graph.level import sanitize
-
-    state_inputs = {s.name for s in plan.inputs} if plan else set()
-    state_outputs = [s.name for s in plan.outputs] if plan else []
-    inputs = [sanitize(t.name.split(":")[0]) if hasattr(t, "name") else f"input_{i}"
-              for i, t in enumerate(model.inputs)]
-    inputs = [name if name in state_inputs else name for name in inputs]
-    originals = len(model.outputs) - len(state_outputs)
-    output_names = list(getattr(model, "output_names", []) or [])
-    base = [sanitize(n) for n in output_names[:originals]] or [f"output_{i}" for i in range(originals)]
-    outputs = _dedupe(base + state_outputs)
-    return _dedupe(inputs), outputs
-
-
-def _dedupe(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-        out.append(name)
-    return out
-
-
-def export_savedmodel(model, directory: Path, input_names: list[str], output_names: list[str]) -> None:
-    """A SavedModel whose serving signature's input and output keys are the given names."""
-    from surgery.io.quiet import import_tensorflow, quiet
-
-    tf = import_tensorflow()
-    specs = [
-        tf.TensorSpec([None if d is None else d for d in t.shape], t.dtype, name=name)
-        for t, name in zip(model.inputs, input_names)
-    ]
-
-    class _Serving(tf.Module):
-        def __init__(self, keras_model):
-            super().__init__()
-            self.model = keras_model
-            # Tracked explicitly so the SavedModel (and a TFLite conversion of it) carries
-            # initialized weights, not only the traced graph.
-            self.model_variables = [v.value for v in keras_model.variables]
-
-    module = _Serving(model)
-
-    @tf.function(input_signature=specs)
-    def serve(*tensors):
-        outputs = module.model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return {name: tensor for name, tensor in zip(output_names, outputs)}
-
-    module.serve = serve
-    with quiet():
-        tf.saved_model.save(module, str(directory), signatures={"serving_default": serve})
-
-
-def save_keras_model(model, dest: Path, fmt: str) -> None:
-    """Write a live model to `dest` (a temporary path) in the given format."""
-    from surgery.io.quiet import quiet
-
-    with quiet():
-        if fmt == "keras":
-            model.save(str(dest))
-        elif fmt == "h5":
-            model.save(str(dest))
-        else:
-            raise SurgeryError(f"save_keras_model cannot write format {fmt!r}")

@@ -176,9 +176,9 @@ def open_store(artifact: ModelArtifact) -> Iterator[OpenStore]:
         if artifact.format == "keras":
             with zipfile.ZipFile(path) as archive:
                 info = member_info(path, archive)
-                base = (keras_zip._stored_data_offset(path, archive, info)
+                base = (keras_zip.stored_data_offset(path, archive, info)
                         if info.compress_type == zipfile.ZIP_STORED else None)
-                with keras_zip._open_member_seekable(path, archive, info) as member, \
+                with keras_zip.open_member_seekable(path, archive, info) as member, \
                         h5py.File(member, "r") as handle:
                     yield OpenStore(handle, path, base)
         elif artifact.format == "h5":

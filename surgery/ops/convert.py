@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import families, formats, saving
+from surgery.io import writers
 from surgery.errors import UsageError, VerificationError
 from surgery.io.loading import load_model
 from surgery.io.safety import ensure_artifact_safe
@@ -44,7 +45,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise UsageError(f"convert writes a Keras 3 .keras file; received output {str(output)!r}")
     saving.check_output(artifact.path, output, force, directory=False)
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    source_hash = hasher.submit(saving.sha256_of, artifact.path)
+    source_hash = hasher.submit(writers.sha256_of, artifact.path)
     hasher.shutdown(wait=False)
     step("translating to Keras 3")
     model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe, command="convert")
@@ -58,7 +59,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
             step("verifying")
             diff, check = _verify(artifact, temp, model, unsafe=unsafe, custom_objects=custom_objects,
                                   notes=notes, data=data)
-        manifest = saving.build_manifest(
+        manifest = writers.build_manifest(
             artifact=output, fmt="keras", family="keras3", operation="convert", plan=None,
             source=artifact.path, source_sha256=source_hash.result(),
             model_inputs=[t.name for t in model.inputs], model_outputs=list(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
@@ -124,7 +125,7 @@ def oracle_check(artifact, translated, values, *, unsafe=False, custom_objects=N
     from surgery.graph.level import walk_values
     from surgery.graph.sites import find_sites
     from surgery.graph.translate import CUDNN_GATES, RENAMED_CLASSES, h5_layer_weights, live_layer_weights
-    from surgery.check.verify import _site_call_values, sequence_steps
+    from surgery.check.verify import site_call_values, sequence_steps
 
     family = families.of_model(translated)
     if artifact.format == "h5":
@@ -134,7 +135,7 @@ def oracle_check(artifact, translated, values, *, unsafe=False, custom_objects=N
     entries = {item["config"]["name"]: item for item in _layer_entries(artifact.model_config)}
     comparisons = []
     for site in find_sites(family.serialize(translated), family.name):
-        layer, sequence, mask, initial = _site_call_values(family, translated, values, site)
+        layer, sequence, mask, initial = site_call_values(family, translated, values, site)
         if layer.name not in stored:
             raise VerificationError(f"no stored weights for recurrent layer {layer.name!r} to check it against")
         weights = stored[layer.name]

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Iterable
 
 from surgery.io import families, formats, saving
+from surgery.io import writers
 
-from surgery.graph import state_io
+from surgery.ops import state_io
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import UsageError
 from surgery.io.loading import load_model
@@ -180,7 +181,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
     hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     # A .keras copy reads its source once: the hash checks the members' CRCs on the way.
     one_read = fast and fmt == "keras"
-    source_hash = hasher.submit(formats.keras_zip.sha256_checking_members if one_read else saving.sha256_of,
+    source_hash = hasher.submit(formats.keras_zip.sha256_checking_members if one_read else writers.sha256_of,
                                 artifact.path)
     hasher.shutdown(wait=False)
     with saving.staged_outputs(force=force) as outputs:
@@ -190,7 +191,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             _write_config_only(artifact, new_config, temp, fmt, crcs_checked=one_read)
             if one_read:
                 # Flushed to disk while the hash finishes (the commit's own fsync is then quick).
-                saving._fsync(temp)
+                saving.fsync(temp)
                 source_hash.result()  # a corrupt member fails here, before anything loads it
         else:
             if original is None:
@@ -204,7 +205,7 @@ def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, o
             step("verifying")
             report = _verify_written(artifact, temp, fmt, new_config, plan, reference_model or original, rebuilt_live,
                                      unsafe=unsafe, custom_objects=custom_objects, data=data)
-        manifest = saving.build_manifest(
+        manifest = writers.build_manifest(
             artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,
             source=artifact.path, source_sha256=source_hash.result(),
             model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
@@ -225,8 +226,8 @@ def _write_config_only(artifact: ModelArtifact, new_config: dict, temp: Path, fm
 def _write_live(family, model, temp: Path, fmt: str, plan: RewirePlan) -> None:
     if fmt == "savedmodel" and family.name == "keras3":
         # Keras 3 cannot save a SavedModel it could load back: export a serving signature.
-        input_names, output_names = saving.signature_names(model, plan)
-        saving.export_savedmodel(model, temp, input_names, output_names)
+        input_names, output_names = writers.signature_names(model, plan)
+        writers.export_savedmodel(model, temp, input_names, output_names)
     else:
         family.save(model, str(temp), fmt)
 
@@ -286,7 +287,7 @@ class _SavedModelAdapter:
             loaded = tf.saved_model.load(str(directory))
         self._keep_alive = loaded
         self._signature = loaded.signatures["serving_default"]
-        self._input_names, self._output_names = saving.signature_names(live_model, plan)
+        self._input_names, self._output_names = writers.signature_names(live_model, plan)
         self.live_model = live_model
         self.inputs = live_model.inputs
         self.layers = live_model.layers

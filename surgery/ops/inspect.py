@@ -12,7 +12,7 @@ from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.io.formats import read_artifact
 from surgery.io.safety import scan_config
 from surgery.graph.sites import Site, find_sites
-from surgery.graph.state_io import find_state_io, read_manifest
+from surgery.ops.state_io import find_state_io, read_manifest
 
 SCHEMA = "lstm-surgery/inspect/v1"
 

@@ -46,7 +46,7 @@ class Graph:
 def graph_of(source, title: str | None = None) -> Graph:
     """The graph of a model file (any format `inspect` reads), statically."""
     from surgery.io import formats
-    from surgery.graph import state_io
+    from surgery.ops import state_io
 
     artifact = formats.read_artifact(source)
     title = title or Path(source).name
@@ -57,7 +57,8 @@ def graph_of(source, title: str | None = None) -> Graph:
 
 
 def graph_from_config(model_config: dict, family: str, title: str, manifest: dict | None = None) -> Graph:
-    from surgery.graph import registry, state_io
+    from surgery.graph import registry
+    from surgery.ops import state_io
     from surgery.graph.level import Level, dialect_for, is_model_entry, top_level_entry
 
     dialect = dialect_for(family)

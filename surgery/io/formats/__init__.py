@@ -266,9 +266,9 @@ def _is_weights_member_start(path: str, archive, offset: int) -> bool:
         info = archive.getinfo(keras_zip.WEIGHTS_MEMBER)
         if info.compress_type != zipfile.ZIP_STORED:
             return False
-        if keras_zip._stored_data_offset(path, archive, info) != offset:
+        if keras_zip.stored_data_offset(path, archive, info) != offset:
             return False
-        with keras_zip._open_member_seekable(path, archive, info) as member:
+        with keras_zip.open_member_seekable(path, archive, info) as member:
             with h5.hdf5_memory_guard(), h5py.File(member, "r") as weights:
                 return h5.MODEL_CONFIG_ATTR not in weights.attrs
     except (KeyError, OSError, ValueError, RuntimeError, SurgeryError):

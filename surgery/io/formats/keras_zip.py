@@ -190,7 +190,7 @@ def _read_weight_shapes(
             with hdf5_memory_guard(), _h5_from_image(_read_member_capped(path, archive, info,
                                                                          IN_MEMORY_SCAN_BYTES)) as weights:
                 return scan_hdf5(path, weights, where=info.filename + ":")
-        with _open_member_seekable(path, archive, info) as member, hdf5_memory_guard():
+        with open_member_seekable(path, archive, info) as member, hdf5_memory_guard():
             with h5py.File(member, "r") as weights:
                 return scan_hdf5(path, weights, where=info.filename + ":")
     except UnreadableModelError:
@@ -216,7 +216,7 @@ def _h5_from_image(data: bytes) -> h5py.File:
     return h5py.File(h5f.open(b"in-memory weights", h5f.ACC_RDONLY, fapl=access))
 
 
-def _open_member_seekable(
+def open_member_seekable(
     path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo
 ) -> io.RawIOBase:
     """A seekable reader over the member's bytes.
@@ -228,11 +228,11 @@ def _open_member_seekable(
     """
     if info.compress_type != zipfile.ZIP_STORED:
         return archive.open(info)
-    start = _stored_data_offset(path, archive, info)
+    start = stored_data_offset(path, archive, info)
     return _FileWindow(open(archive.filename, "rb"), start, info.file_size)
 
 
-def _stored_data_offset(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+def stored_data_offset(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
     if info.flag_bits & _ENCRYPTED_FLAG:
         raise unreadable(path, f"member {info.filename!r} is encrypted")
     if info.compress_size != info.file_size:
@@ -344,9 +344,9 @@ def write_keras_zip(
                 dest.comment = source.comment
                 for info in members.values():
                     if info.filename == CONFIG_MEMBER:
-                        dest.writestr(_clone_info(info), config_bytes)
+                        dest.writestr(clone_info(info), config_bytes)
                     else:
-                        _copy_member(source_text, source, dest, info, crc_checked=crcs_checked)
+                        copy_member(source_text, source, dest, info, crc_checked=crcs_checked)
     except zipfile.BadZipFile as error:
         raise unreadable(source_text, f"corrupt zip archive ({error})") from None
     except (NotImplementedError, RuntimeError) as error:
@@ -365,7 +365,7 @@ def _encode_config(new_config: dict) -> bytes:
         raise UsageError(f"new config is not JSON-serializable: {error}") from None
 
 
-def _clone_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+def clone_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     clone = zipfile.ZipInfo(info.filename, date_time=info.date_time)
     clone.compress_type = info.compress_type
     clone.comment = info.comment
@@ -376,12 +376,12 @@ def _clone_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return clone
 
 
-def _copy_member(
+def copy_member(
     source_path: str, source: zipfile.ZipFile, dest: zipfile.ZipFile, info: zipfile.ZipInfo,
     *, crc_checked: bool = False,
 ) -> None:
     _refuse_bomb(source_path, info)
-    clone = _clone_info(info)
+    clone = clone_info(info)
     if info.is_dir():
         dest.writestr(clone, b"")
         return
@@ -461,7 +461,7 @@ def sha256_checking_members(path: str | os.PathLike) -> str:
         ranges = [(start, start + info.compress_size, info)
                   for info in archive.infolist()
                   if info.compress_type == zipfile.ZIP_STORED and not info.is_dir()
-                  for start in [_stored_data_offset(path, archive, info)]]
+                  for start in [stored_data_offset(path, archive, info)]]
     crcs = [0] * len(ranges)
     digest = hashlib.sha256()
 

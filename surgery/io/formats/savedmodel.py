@@ -19,7 +19,7 @@ become {"class_name": "__tuple__" | "TensorShape", "items": [...]}, undone here)
 tf_keras revives every layer from its OWN node's metadata, not from the root config, so
 every node's metadata (the root's whole metadata included) goes to
 ModelArtifact.embedded_configs for the safety scan; one that is not JSON is unreadable.
-saved_model.pb is decoded too (tf_graph.py): ops that reach outside the model, and
+saved_model.pb is decoded too (tf_proto.py, scanned by tf_graph.py): ops that reach outside the model, and
 symbolic links or special files anywhere in the directory, become ModelArtifact.hazards.
 A SavedModel without keras_metadata.pb (tf.saved_model.save, Keras 3 `model.export()`)
 has no Keras config at all and is not supported. Variables (the TF checkpoint) are not
@@ -311,7 +311,7 @@ def _graph_hazards(path: str) -> list[Finding]:
         raise unreadable(path, f"the SavedModel has no {SAVED_MODEL_FILE}")
     data = _read_capped(path, SAVED_MODEL_FILE)
     try:
-        graphs = tf_graph.decode_saved_model(data)
+        graphs = tf_proto.decode_saved_model(data)
     except ProtobufDecodeError as error:
         raise unreadable(path, f"{SAVED_MODEL_FILE} is corrupt ({error})") from None
     return tf_graph.scan_saved_model(graphs)
@@ -403,5 +403,5 @@ def _root_object(path: str, nodes: list[SavedObject]) -> SavedObject:
     return root
 
 
-# tf_graph imports the wire decoder above, so this import must stay at the end.
-from surgery.io.formats import tf_graph  # noqa: E402
+# tf_graph and tf_proto import the wire decoder above, so this import must stay at the end.
+from surgery.io.formats import tf_graph, tf_proto  # noqa: E402

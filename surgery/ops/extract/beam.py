@@ -143,7 +143,7 @@ def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_si
         ranges += [(data_file, start, min(start + span, count), offset + start) for start in range(0, count, span)]
         offset += count
     options = pipeline_options(beam_options)
-    run = core._Run(rows=offset, per_file=counts)
+    run = core.ExtractRun(rows=offset, per_file=counts)
     import time
 
     started = time.perf_counter()
@@ -164,7 +164,7 @@ def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_si
                     for line in _lines(shard):
                         index, states = decode(line)
                         if store is None:
-                            run.columns = core._columns_of({k: v[None] for k, v in states.items()})
+                            run.columns = core.columns_of({k: v[None] for k, v in states.items()})
                             store = ColumnStore(scratch, run.columns)
                         store.write_at(index, {k: v[None] for k, v in states.items()})
                 if store is None or store.rows != offset:

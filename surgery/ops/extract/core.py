@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import families, saving
+from surgery.io import writers
 
 from surgery.check import tolerance
 from surgery.errors import UsageError, VerificationError
@@ -114,11 +115,11 @@ def check_sample(extractor: Extractor, inputs: list[np.ndarray], results: dict[s
     """Every extracted state of the sample against the NumPy oracle on the site's own inputs.
     Trajectories are checked at the first, middle and last step: the oracle's final state of
     the prefix (suffix, for a backward layer) ending there."""
-    from surgery.check.verify import _site_call_values, oracle_states, sequence_steps
+    from surgery.check.verify import site_call_values, oracle_states, sequence_steps
 
     checks = {}
     for site in extractor.sites:
-        layer, sequence, mask, initial = _site_call_values(extractor.family, extractor.model, inputs, site)
+        layer, sequence, mask, initial = site_call_values(extractor.family, extractor.model, inputs, site)
         steps = sequence_steps(sequence)
         roles = [s.role for s in site.states]
         if not extractor.trajectory:
@@ -202,7 +203,7 @@ def resolve_model(model_or_path, *, unsafe=False, custom_objects=None):
         from surgery.io.loading import load_model
 
         hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        digest = hasher.submit(saving.sha256_of, model_or_path)
+        digest = hasher.submit(writers.sha256_of, model_or_path)
         hasher.shutdown(wait=False)
         model = load_model(model_or_path, unsafe=unsafe, custom_objects=custom_objects)
         return model, str(model_or_path), digest
@@ -268,7 +269,7 @@ def extract_states(model_or_path, data, output=None, *, layers=None, trajectory:
 
 
 @dataclass
-class _Run:
+class ExtractRun:
     store: object = None
     rows: int = 0
     per_file: list = field(default_factory=list)
@@ -281,19 +282,19 @@ class _Run:
         return [c.as_dict(self.rows) for c in self.columns]
 
 
-def _columns_of(results: dict[str, np.ndarray]) -> list[Column]:
+def columns_of(results: dict[str, np.ndarray]) -> list[Column]:
     return [Column(key, tuple(value.shape[1:]), value.dtype) for key, value in results.items()]
 
 
-def _stream(extractor: Extractor, source: DataSource, batch_size: int, progress, make_store) -> _Run:
-    run = _Run()
+def _stream(extractor: Extractor, source: DataSource, batch_size: int, progress, make_store) -> ExtractRun:
+    run = ExtractRun()
     total = source.known_total()
     started = time.perf_counter()
     first = last = None
     for file_index, chunk in _prefetch(_file_chunks(source, batch_size)):
         results = extractor.run(chunk)
         if run.store is None:
-            run.columns = _columns_of(results)
+            run.columns = columns_of(results)
             run.store = make_store(run.columns)
         for column in run.columns:
             got = results[column.key]

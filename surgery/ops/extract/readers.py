@@ -35,21 +35,21 @@ class InputSpec:
 
 
 def specs_for(model) -> list[InputSpec]:
-    from surgery.check.verify import _np_dtype, input_id_limits, input_names
+    from surgery.check.verify import tensor_np_dtype, input_id_limits, input_names
 
-    return [InputSpec(name, tuple(t.shape), _np_dtype(t), limit)
+    return [InputSpec(name, tuple(t.shape), tensor_np_dtype(t), limit)
             for name, t, limit in zip(input_names(model), model.inputs, input_id_limits(model))]
 
 
 def checked(label: str, key: str, array: np.ndarray, spec: InputSpec) -> np.ndarray:
     """The chunk as the input's dtype (a new array: the caller's is never touched), or UsageError."""
-    from surgery.check.verify import _checked_array
+    from surgery.check.verify import checked_array
 
-    class _Tensor:  # what _checked_array reads off a model input
+    class _Tensor:  # what checked_array reads off a model input
         shape = spec.shape
         dtype = spec.dtype
 
-    return _checked_array(label, key, np.asarray(array), _Tensor, spec.id_limit)
+    return checked_array(label, key, np.asarray(array), _Tensor, spec.id_limit)
 
 
 def resolve_files(data) -> list[Path]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import saving
+from surgery.io import writers
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UsageError
 from surgery.io.formats import read_artifact
@@ -248,7 +249,7 @@ def _layer_at(family, model, path: str):
 def _without_state_io(artifact: ModelArtifact) -> ModelArtifact:
     import dataclasses
 
-    from surgery.graph import state_io
+    from surgery.ops import state_io
 
     found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
     if not found:
@@ -258,7 +259,7 @@ def _without_state_io(artifact: ModelArtifact) -> ModelArtifact:
 
 
 def _load_pair(p: SplicePlan, *, unsafe, custom_objects):
-    from surgery.graph import state_io
+    from surgery.ops import state_io
 
     # Models without the state I/O another command added (see plan()).
     return (state_io.plain_model(p.a, unsafe=unsafe, custom_objects=custom_objects).model,
@@ -389,7 +390,7 @@ def _hash_sources(p: SplicePlan):
     import concurrent.futures
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    futures = (pool.submit(saving.sha256_of, p.a.path), pool.submit(saving.sha256_of, p.b.path))
+    futures = (pool.submit(writers.sha256_of, p.a.path), pool.submit(writers.sha256_of, p.b.path))
     pool.shutdown(wait=False)
     return futures
 
@@ -398,7 +399,7 @@ def _manifest(staged, p: SplicePlan, output: Path, fmt: str, family: str, a_sha,
               plan=None):
     """Build the manifest and commit it with the staged artifact (manifest first)."""
     inputs, outputs = _io_names(config, family)
-    manifest = saving.build_manifest(
+    manifest = writers.build_manifest(
         artifact=output, fmt=fmt, family=family, operation="splice", plan=plan, source=p.b.path,
         source_sha256=b_sha, model_inputs=inputs, model_outputs=outputs,
         extra={"donor": {"path": str(p.a.path), "sha256": a_sha}, **extra},

@@ -190,7 +190,7 @@ def build_chain(model_a, model_b, pairs: list, *, custom_objects=None) -> Chain:
     taken: set = set()
     a_inputs = [_input_like(keras, t, "a", taken) for t in source.inputs]
     b_inputs = [_input_like(keras, t, "b", taken) for t in dest.inputs[:n_b]]
-    a_out = _as_list(source(a_inputs if n_a > 1 else a_inputs[0]))
+    a_out = families.as_list(source(a_inputs if n_a > 1 else a_inputs[0]))
     states = a_out[source_plan.original_outputs:]
     b_feed = b_inputs + [states[i] for i in routes]
     b_out = dest(b_feed if len(b_feed) > 1 else b_feed[0])
@@ -213,14 +213,6 @@ def _input_like(keras, tensor, side: str, taken: set):
     taken.add(name)
     return keras.Input(batch_shape=tuple(tensor.shape), dtype=str(getattr(tensor.dtype, "name", tensor.dtype)),
                        name=name)
-
-
-def _as_list(value) -> list:
-    if isinstance(value, dict):
-        return list(value.values())
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
 
 
 # ----------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[list, d
     """
     from surgery.ops.splice.chain import rewired
     from surgery.check import tolerance
-    from surgery.check.verify import _site_call_values, oracle_states, sequence_steps
+    from surgery.check.verify import site_call_values, oracle_states, sequence_steps
 
     family = families.of_model(model_a)
     source, plan, config = rewired(model_a, family, [p.source for p in pairs], outputs=True, inputs=False,
@@ -145,7 +145,7 @@ def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[list, d
     checks = {}
     for pair in pairs:
         site = sites[pair.source.name]
-        layer, sequence, mask, initial = _site_call_values(family, source, values, site)
+        layer, sequence, mask, initial = site_call_values(family, source, values, site)
         expected = oracle_states(family, layer, sequence, mask, initial)
         for state, want in zip(site.states, expected):
             bound = tolerance.bound_for(state.dtype, steps=sequence_steps(sequence))

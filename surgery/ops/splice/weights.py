@@ -304,12 +304,12 @@ def _write_zip(b_path: str, temp: Path, write_weights_member) -> None:
         out.comment = archive.comment
         for info in archive.infolist():
             if info.filename == keras_zip.WEIGHTS_MEMBER:
-                clone = keras_zip._clone_info(info)
-                with keras_zip._open_member_seekable(b_path, archive, info) as reader, \
+                clone = keras_zip.clone_info(info)
+                with keras_zip.open_member_seekable(b_path, archive, info) as reader, \
                         out.open(clone, "w", force_zip64=info.file_size > 0x7FFFFFFF) as writer:
                     write_weights_member(writer, reader, info.file_size)
             else:
-                keras_zip._copy_member(b_path, archive, out, info)
+                keras_zip.copy_member(b_path, archive, out, info)
 
 
 def _copy_range(reader, writer, start: int, end: int) -> None:

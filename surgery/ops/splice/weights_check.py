@@ -23,7 +23,7 @@ from surgery.io.artifact import ModelArtifact
 from surgery.errors import UnreadableModelError, VerificationError
 from surgery.io.formats import keras_zip
 from surgery.graph.sites import find_sites
-from surgery.io.weight_store import CHUNK_BYTES, OpenStore, blocks, member_info, open_store
+from surgery.io.weight_store import OpenStore, member_info, open_store
 from surgery.ops.splice.weights import Assignment, WeightsPlan, assignments, converted, produce
 
 
@@ -54,7 +54,7 @@ def weights_member_range(path: str) -> tuple | None:
         info = member_info(path, archive)
         if info.compress_type != zipfile.ZIP_STORED:
             return None
-        start = keras_zip._stored_data_offset(path, archive, info)
+        start = keras_zip.stored_data_offset(path, archive, info)
         return start, start + info.file_size, info.CRC
 
 
@@ -71,7 +71,7 @@ def _hash_b(path: str, b_range: tuple | None) -> str:
 
 def _hash_a(path: str) -> str:
     if os.path.isdir(path):
-        from surgery.io.saving import sha256_of
+        from surgery.io.writers import sha256_of
 
         return sha256_of(path)
     return hash_file(path)["sha256"]
@@ -112,7 +112,6 @@ def _dataset_digest(store: OpenStore, dataset: h5py.Dataset) -> str:
     for block in store.blocks(dataset, reuse=True):
         digest.update(memoryview(np.ascontiguousarray(block)).cast("B"))
     return digest.hexdigest()
-
 
 
 def _all_datasets(store: OpenStore) -> dict:
@@ -201,7 +200,7 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
     from surgery.check import oracle
     from surgery.io.loading import load_model
     from surgery.check import tolerance
-    from surgery.check.verify import _site_call_values, random_inputs, sequence_steps
+    from surgery.check.verify import site_call_values, random_inputs, sequence_steps
 
     b = plan.dest.artifact
     original = load_model(plan.dest.model_artifact, unsafe=unsafe, custom_objects=custom_objects)
@@ -255,7 +254,7 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
     for pair in plan.pairs:
         for site_name in pair.dest.sites:
             site = sites[site_name]
-            layer, sequence, mask, initial = _site_call_values(family, reloaded, values, site)
+            layer, sequence, mask, initial = site_call_values(family, reloaded, values, site)
             config = family.layer_config(layer)
             weights = expected[pair.dest.path]
             if pair.dest.path.split("/")[-1] in cudnn:

@@ -12,7 +12,7 @@ import numpy as np
 
 from surgery.errors import NotSupportedError, UsageError
 from surgery.io.quiet import import_keras, import_tensorflow, quiet
-from surgery.ops.stream.plan import STATE_MODES, StreamPlan
+from surgery.ops.stream.plan import STATE_MODES
 from surgery.ops.stream.config import sequence_config, step_config
 from surgery.ops.stream.stateful import StatefulStepModel
 
@@ -44,12 +44,12 @@ def build_step_model(model, *, steps: int | None = 1, batch_size: int | None = N
     """(external step model, StreamPlan). The input model is not modified."""
     from dataclasses import replace
 
-    from surgery.io import saving
+    from surgery.io import writers
 
     _family, config = serialize_model(model)
     new_config, plan = step_config(config, "keras3", steps=steps, batch_size=batch_size, unroll=unroll)
     step = _build(new_config, model, custom_objects)
-    input_names, output_names = saving.signature_names(step, plan.states)
+    input_names, output_names = writers.signature_names(step, plan.states)
     return step, replace(plan, input_names=tuple(input_names), output_names=tuple(output_names),
                          input_shapes=tuple(tuple(t.shape) for t in step.inputs),
                          output_shapes=tuple(tuple(t.shape) for t in step.outputs))
@@ -60,12 +60,12 @@ def build_full_step_model(model, *, custom_objects=None):
     any batch, states in and out): the reference that streaming is compared with."""
     from dataclasses import replace
 
-    from surgery.io import saving
+    from surgery.io import writers
 
     _family, config = serialize_model(model)
     new_config, plan = step_config(config, "keras3", steps=None, batch_size=None, unroll=False)
     built = build_any_length(new_config, model, custom_objects)
-    input_names, output_names = saving.signature_names(built, plan.states)
+    input_names, output_names = writers.signature_names(built, plan.states)
     return built, replace(plan, input_names=tuple(input_names), output_names=tuple(output_names))
 
 

@@ -135,7 +135,7 @@ def stream_inputs(model_inputs: list, plan: StreamPlan, *, batch: int, length: i
     the middle and, with batch > 1, row 1 a zero tail: Masking and Embedding(mask_zero=True)
     paths are exercised.
     """
-    from surgery.check.verify import _random_value
+    from surgery.check.verify import random_value
 
     rng = np.random.default_rng(seed)
     values = []
@@ -144,7 +144,7 @@ def stream_inputs(model_inputs: list, plan: StreamPlan, *, batch: int, length: i
         sequence = name in plan.sequence_inputs
         rest = [d if d is not None else 1 for d in tensor.shape[2 if sequence else 1:]]
         shape = [batch, length, *rest] if sequence else [batch, *rest]
-        value = _random_value(rng, shape, np.dtype(str(tensor.dtype)), limit)
+        value = random_value(rng, shape, np.dtype(str(tensor.dtype)), limit)
         if sequence and length >= 10:
             start = length // 5
             value[0, start:start + 3] = 0
@@ -363,8 +363,6 @@ def raise_if_failed(report: StreamReport) -> StreamReport:
 # --------------------------------------------------------------------------------------
 # File to file: `lstm-surgery stream`
 # --------------------------------------------------------------------------------------
-
-
 
 
 def saved_external(directory: Path, plan: StreamPlan) -> Callable[[list], list]:

@@ -111,8 +111,6 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-
-
 def stream_file(source, output=None, *, state: str = "external", steps: int = 1, batch_size: int | None = None,
                 tflite_path=None, verify: bool = True, force: bool = False, unsafe: bool = False,
                 custom_objects=None, progress=None, verify_length: int = VERIFY_LENGTH,
@@ -130,7 +128,7 @@ def stream_file(source, output=None, *, state: str = "external", steps: int = 1,
 def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verify, force, unsafe,
                  custom_objects, progress, verify_length) -> StreamResult:
     from surgery.io import formats, saving
-    from surgery.io.loading import load_model
+    from surgery.io import writers
     from surgery.io.safety import ensure_artifact_safe
 
     step_msg = progress or (lambda _message: None)
@@ -157,7 +155,7 @@ def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verif
     unknown = undeclared_layers(artifact.model_config, sorted(DECLARED_PER_STEP.get()))
     if unknown:
         raise UsageError(f"--per-step {unknown[0]!r}: no layer, class or registered name in the model is called so")
-    from surgery.graph import state_io
+    from surgery.ops import state_io
 
     # State I/O another command added is taken off here and redone under the same names.
     found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
@@ -188,9 +186,9 @@ def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verif
         if stateful is not None:
             stateful.save(temp)
         elif fmt == "savedmodel":
-            saving.export_savedmodel(step_model, temp, list(plan.input_names), list(plan.output_names))
+            writers.export_savedmodel(step_model, temp, list(plan.input_names), list(plan.output_names))
         else:
-            saving.save_keras_model(step_model, temp, "keras")
+            writers.save_keras_model(step_model, temp, "keras")
         if tflite_path is not None:
             from surgery.io import tflite
 
@@ -211,9 +209,9 @@ def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verif
         }
         extra["input_model"] = plain.as_dict()
         extra["declared_per_step"] = sorted(DECLARED_PER_STEP.get())
-        manifest = saving.build_manifest(
+        manifest = writers.build_manifest(
             artifact=output, fmt=fmt, family="keras3", operation="stream", plan=plan.states, source=artifact.path,
-            source_sha256=saving.sha256_of(artifact.path), model_inputs=list(plan.input_names),
+            source_sha256=writers.sha256_of(artifact.path), model_inputs=list(plan.input_names),
             model_outputs=list(plan.output_names), extra=extra,
         )
         # The .tflite is described by this manifest: it is moved in after it, with the model.
