@@ -8,11 +8,6 @@ never modifies its input. Importing this package does not import TensorFlow: `in
 
 import sys as _sys
 
-# The submodules that share a name with a function are imported first, so that the function
-# (set below) is what `surgery.<name>` means afterwards; the modules stay in sys.modules.
-import surgery.ops.inspect  # noqa: F401,E402
-import surgery.ops.splice  # noqa: F401,E402
-import surgery.check.verify  # noqa: F401,E402
 from surgery import api as _api
 from surgery.api import (
     diff,

@@ -64,15 +64,13 @@ def load_model(path: PathLike, *, unsafe: bool = False, custom_objects: dict | N
 
 def inspect(model: ModelOrPath) -> dict:
     """Static report of a model's recurrent sites (the `inspect --json` schema)."""
-    if _is_path(model):
-        import sys
+    from surgery.ops import inspect as inspect_op
 
-        return sys.modules["surgery.ops.inspect"].inspect(model)
+    if _is_path(model):
+        return inspect_op.inspect(model)
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory, \
             _as_file(model, Path(directory), "model") as path:
-        import sys
-
-        report = sys.modules["surgery.ops.inspect"].inspect(path)
+        report = inspect_op.inspect(path)
     report["path"] = f"<live model {getattr(model, 'name', '?')!r}>"
     return report
 
@@ -117,9 +115,7 @@ def expose_state(model: ModelOrPath, layers: Iterable[str] | None = None, output
 def verify(original: ModelOrPath, rebuilt: ModelOrPath, *, data=None, unsafe: bool = False,
            custom_objects: dict | None = None) -> "VerifyReport":
     """Check that `rebuilt` reproduces `original` exactly and its states match the NumPy oracle."""
-    import sys
-
-    module = sys.modules["surgery.check.verify"]
+    from surgery.check import verify as module
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory, \
             _as_file(original, Path(directory), "original") as a, _as_file(rebuilt, Path(directory), "rebuilt") as b:
         return module.verify_files(a, b, unsafe=unsafe, custom_objects=custom_objects, data=data)
@@ -154,9 +150,7 @@ def split_seq2seq(model: ModelOrPath, *, unsafe: bool = False, custom_objects: d
 def splice(a: ModelOrPath, b: ModelOrPath, mode: str = "chain", mapping: Iterable[str] | None = None, *,
            data=None, store: str = "constant", unsafe: bool = False, custom_objects: dict | None = None):
     """A new model: A's final state starts B (chain), A's weights in B (weights), or A's state baked into B (prime)."""
-    import sys
-
-    module = sys.modules["surgery.ops.splice"]
+    from surgery.ops import splice as module
     with tempfile.TemporaryDirectory(prefix="lstm-surgery-") as directory:
         work = Path(directory)
         with _as_file(a, work, "a") as path_a, _as_file(b, work, "b") as path_b:

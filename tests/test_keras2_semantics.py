@@ -15,7 +15,6 @@ import pytest
 import tf_keras
 
 from surgery.graph import keras2_compat, translate
-
 from surgery.check import oracle
 from surgery.check import activations
 from surgery.ops.convert import convert_file

@@ -15,7 +15,6 @@ import pytest
 from keras import layers
 
 from surgery.graph import channels_first
-
 from surgery.check import oracle
 from surgery.check import activations
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 
 from surgery.io import families
-
 from surgery.graph import layouts
 
 # Keras 2 layers whose kernels exist only for GPUs (cuDNN): no CPU implementation at all.

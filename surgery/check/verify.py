@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import families
-
 from surgery.check import oracle, tolerance
-
 from surgery.graph import registry
 from surgery.errors import SurgeryError, UsageError, VerificationError
 

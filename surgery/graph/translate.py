@@ -16,9 +16,7 @@ import re
 import numpy as np
 
 from surgery.io import families
-
 from surgery.graph import layouts
-
 from surgery.check import activations
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError

@@ -15,7 +15,6 @@ import os
 import numpy as np
 
 from surgery.graph import channels_first
-
 from surgery.io import keras3_load
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, SurgeryError, UnreadableModelError

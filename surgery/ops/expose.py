@@ -11,7 +11,6 @@ from typing import Iterable
 
 from surgery.io import families, formats, saving
 from surgery.io import writers
-
 from surgery.ops import state_io
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import UsageError

@@ -22,7 +22,6 @@ import numpy as np
 
 from surgery.io import families, saving
 from surgery.io import writers
-
 from surgery.check import tolerance
 from surgery.errors import UsageError, VerificationError
 from surgery.ops.extract.readers import DataSource, specs_for

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from surgery.io import formats, saving
 from surgery.io import writers
-
-
 from surgery.errors import UsageError, VerificationError
 from surgery.ops.seq2seq.plan import DECODER_FILE, ENCODER_FILE, OPERATION, SplitPlan
 from surgery.ops.seq2seq.run import StepReport, check_stepwise, input_names, split_seq2seq

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from surgery.io import families
-
 from surgery.check import tolerance
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UsageError, VerificationError
