@@ -10,6 +10,7 @@ import sys as _sys
 
 # The submodules that share a name with a function are imported first, so that the function
 # (set below) is what `surgery.<name>` means afterwards; the modules stay in sys.modules.
+import surgery.diff  # noqa: F401,E402
 import surgery.inspect  # noqa: F401,E402
 import surgery.splice  # noqa: F401,E402
 import surgery.verify  # noqa: F401,E402
