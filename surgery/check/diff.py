@@ -162,6 +162,9 @@ _ = walk_values  # the same walker other static readers use; kept importable her
 
 
 _STATE_KEYS = ("return_state", "stateful")
+# Keys that only matter when a layer is built fresh or trained, never to a loaded model's
+# outputs (a live model saved for the check re-serializes its initializers' seeds).
+_TRAINING_ONLY = ("_initializer", "_regularizer", "_constraint")
 
 
 def _without(value, keys):
@@ -182,13 +185,17 @@ def structural_mismatch(original: str | os.PathLike, rebuilt: str | os.PathLike)
     after = _layers(read_artifact(rebuilt).model_config or {})
     # Surgery may only turn on return_state (also of a wrapper's inner layers): any other
     # difference, at any depth, is structural.
-    changed = {name: [k for k in keys if k not in _STATE_KEYS and
+    changed = {name: [k for k in keys if k not in _STATE_KEYS and not k.endswith(_TRAINING_ONLY) and
                       _without(before[name].get("config", {}).get(k), _STATE_KEYS)
                       != _without(after[name].get("config", {}).get(k), _STATE_KEYS)]
                for name, keys in layers["changed"].items()}
     changed = {name: keys for name, keys in changed.items() if keys}
     problems = []
-    for what in ("inputs", "outputs"):
+    # A Sequential names no inputs/outputs of its own (surgery writes it as a Functional):
+    # its I/O names are only comparable between two graph models.
+    graphs = all("input_layers" in (read_artifact(p).model_config or {}).get("config", {})
+                 for p in (original, rebuilt))
+    for what in ("inputs", "outputs") if graphs else ():
         if report[what]["removed"]:
             problems.append(f"{what} missing in the rebuilt model: {', '.join(report[what]['removed'][:5])}")
     if layers["removed"]:

@@ -40,6 +40,12 @@ def main(model, inputs, outputs, custom=None):
         m = tf_keras.models.load_model(model, compile=False, custom_objects=custom_objects(custom))
         names = list(m.input_names)
         out_names = list(m.output_names)
+    from surgery.check import cudnn_cpu
+
+    if cudnn_cpu.model_cannot_run(m):
+        # cuDNN layers on a machine without a GPU: the same model with each cuDNN layer as the
+        # LSTM/GRU of the same semantics (the tool's CPU stand-in; the file's own weights).
+        m = cudnn_cpu.standin(m)
     positional = [data.pop(k) for k in sorted((k for k in data if k.startswith("__pos")), key=lambda k: int(k[5:]))]
     feed = []
     for n in names:
