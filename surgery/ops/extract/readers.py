@@ -9,6 +9,7 @@ a bad one is a one-line UsageError naming the file and the array.
 
 from __future__ import annotations
 
+import abc
 import glob
 import os
 import zipfile
@@ -87,8 +88,9 @@ def _match(label: str, available: list[str], specs: list[InputSpec]) -> list[str
     raise UsageError(f"{label} holds arrays {sorted(available)}; the model's inputs are {names}")
 
 
-class DataFile:
-    """One data file: its sequence count (None where only a scan would tell) and its chunks."""
+class DataFile(abc.ABC):
+    """One data file: its sequence count (None where only a scan would tell) and its chunks.
+    Each format (npy, npz, TFRecord, Parquet) is a subclass that supplies `chunks`."""
 
     def __init__(self, path: Path, specs: list[InputSpec]):
         self.path, self.specs, self.label = path, specs, _label(path)
@@ -96,8 +98,9 @@ class DataFile:
     def count(self) -> int | None:
         return None
 
+    @abc.abstractmethod
     def chunks(self, rows: int, start: int = 0, stop: int | None = None) -> Iterator[list[np.ndarray]]:
-        raise NotImplementedError
+        """Lists of arrays (one per model input) of at most `rows` sequences, rows start:stop."""
 
     def _checked(self, arrays: dict, keys: list[str]) -> list[np.ndarray]:
         out = [checked(self.label, key, arrays[key], spec) for key, spec in zip(keys, self.specs)]
