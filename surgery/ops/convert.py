@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import os
 from dataclasses import dataclass
@@ -10,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from surgery.io import families, formats, saving
-from surgery.io import writers
+from surgery.io import families, saving
 from surgery.errors import UsageError, VerificationError
 from surgery.io.loading import load_model
-from surgery.io.safety import ensure_artifact_safe
+from surgery.ops import pipeline
 from surgery.graph.translate import translate
 from surgery.check.verify import random_inputs
 
@@ -33,41 +31,37 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
                  force: bool = False, unsafe: bool = False, custom_objects=None, progress=None,
                  data=None) -> ConvertResult:
     """data: the user's inputs to verify on (see surgery.check.verify.load_inputs), else random ones."""
-    step = progress or (lambda _message: None)
-    artifact = formats.read_artifact(source)
-    if artifact.weights_only:
-        raise UsageError(f"{str(source)!r} holds weights only; convert needs a full model file")
-    if artifact.family != "keras2":
-        raise UsageError(f"{str(source)!r} is already a Keras 3 model (Keras {artifact.keras_version})")
-    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
-    output = Path(output) if output is not None else saving.default_output_path(artifact.path, "keras3", "keras")
-    if saving.infer_format(output) != "keras":
-        raise UsageError(f"convert writes a Keras 3 .keras file; received output {str(output)!r}")
-    saving.check_output(artifact.path, output, force, directory=False)
-    hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    source_hash = hasher.submit(writers.sha256_of, artifact.path)
-    hasher.shutdown(wait=False)
-    step("translating to Keras 3")
-    model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe, command="convert")
-    keras3 = families.get("keras3")
-    diff, check = None, None
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output)
-        step("writing .keras")
-        keras3.save(model, str(temp), "keras")
-        if verify:
-            step("verifying")
-            diff, check = _verify(artifact, temp, model, unsafe=unsafe, custom_objects=custom_objects,
+    with pipeline.WriteJob("convert", force=force, unsafe=unsafe, custom_objects=custom_objects,
+                           progress=progress) as job:
+        artifact = job.open(source, needs="convert")
+        if artifact.family != "keras2":
+            raise UsageError(f"{str(source)!r} is already a Keras 3 model (Keras {artifact.keras_version})")
+        output = Path(output) if output is not None else saving.default_output_path(artifact.path, "keras3", "keras")
+        if saving.infer_format(output) != "keras":
+            raise UsageError(f"convert writes a Keras 3 .keras file; received output {str(output)!r}")
+        job.check(pipeline.Target(output))
+        job.step("translating to Keras 3")
+        model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe, command="convert")
+
+        def write(temps):
+            job.step("writing .keras")
+            families.get("keras3").save(model, str(temps[output]), "keras")
+
+        def check_written(temps) -> dict:
+            diff, check = _verify(artifact, temps[output], model, unsafe=unsafe, custom_objects=custom_objects,
                                   notes=notes, data=data)
-        manifest = writers.build_manifest(
-            artifact=output, fmt="keras", family="keras3", operation="convert", plan=None,
-            source=artifact.path, source_sha256=source_hash.result(),
-            model_inputs=[t.name for t in model.inputs], model_outputs=list(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
-            extra={"notes": notes, "verification": None if not verify else
-                   {"ok": True, "max_abs_diff_vs_keras2": diff, "check": check}},
-        )
-        manifest_file = outputs.commit({output: manifest})[output]
-    return ConvertResult(output, manifest_file, notes, diff, verify, check)
+            return {"ok": True, "max_abs_diff_vs_keras2": diff, "check": check}
+
+        def manifests():
+            return {output: pipeline.ModelManifest(
+                "keras", "keras3", model_inputs=[t.name for t in model.inputs],
+                model_outputs=list(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
+                extra={"notes": notes})}
+
+        done = job.write(write, verify=check_written if verify else None, manifests=manifests)
+    report = done.report or {}
+    return ConvertResult(output, done.manifests[output], notes, report.get("max_abs_diff_vs_keras2"), verify,
+                         report.get("check"))
 
 
 def _verify(artifact, written: Path, model, *, unsafe, custom_objects, notes, data=None) -> tuple[float | None, str]:
