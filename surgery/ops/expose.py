@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from surgery.io.quiet import quiet
 from surgery.graph.rewire import RewirePlan, rewire_states
 from surgery.io.safety import ensure_artifact_safe
 from surgery.graph.sites import find_sites
+from surgery.ops import pipeline
 
 
 def expose_state(model, layers: Iterable[str] | None = None, outputs: bool = True, inputs: bool = False):
@@ -94,35 +95,28 @@ def expose_state_file(
 
     Results stay in the input's Keras family; `to="keras3"` translates a Keras 2 model first.
     """
-    artifact = formats.read_artifact(source)
-    if artifact.weights_only:
-        raise UsageError(f"{str(source)!r} holds weights only; expose-state needs a full model file")
-    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
-    translate_to_keras3 = to == "keras3" and artifact.family == "keras2"
-    if translate_to_keras3 or strip:
-        return _expose_live(artifact, output, strip=strip, to_keras3=translate_to_keras3, layers=layers,
-                            outputs=outputs, inputs=inputs, fmt=fmt, verify=verify, force=force,
-                            unsafe=unsafe, custom_objects=custom_objects, progress=progress, data=data)
-    # State I/O already there (from any command) is taken off and redone under the same names,
-    # together with what is asked now: exposing twice changes nothing.
-    found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
-    reference = None
-    if found:
-        artifact = dataclasses.replace(
-            artifact, model_config=state_io.strip_state_io(artifact.model_config, artifact.family, found))
-        layers = sorted({*layers, *found.sites}) if layers else None
-        outputs, inputs = outputs or bool(found.outputs), inputs or bool(found.inputs)
-        if verify:
-            reference = state_io.plain_model(artifact.path, unsafe=unsafe, custom_objects=custom_objects,
-                                             progress=progress).model
-    new_config, plan = rewire_states(
-        artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
-    )
-    result = write_rewired(
-        artifact, new_config, plan, output, operation="expose-state", tag="exposed", fmt=fmt,
-        verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects, progress=progress, data=data,
-        reference_model=reference,
-    )
+    with pipeline.WriteJob("expose-state", force=force, unsafe=unsafe, custom_objects=custom_objects,
+                           progress=progress) as job:
+        artifact = job.open(source, needs="expose-state")
+        translate_to_keras3 = to == "keras3" and artifact.family == "keras2"
+        if translate_to_keras3 or strip:
+            return _expose_live(job, artifact, output, strip=strip, to_keras3=translate_to_keras3, layers=layers,
+                                outputs=outputs, inputs=inputs, fmt=fmt, verify=verify, data=data)
+        # State I/O already there (from any command) is taken off and redone under the same names,
+        # together with what is asked now: exposing twice changes nothing.
+        found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
+        reference = None
+        if found:
+            artifact = dataclasses.replace(
+                artifact, model_config=state_io.strip_state_io(artifact.model_config, artifact.family, found))
+            layers = sorted({*layers, *found.sites}) if layers else None
+            outputs, inputs = outputs or bool(found.outputs), inputs or bool(found.inputs)
+            reference = functools.partial(_plain_model, job, artifact.path)
+        new_config, plan = rewire_states(
+            artifact.model_config, artifact.family, layers=layers, outputs=outputs, inputs=inputs
+        )
+        result = write_rewired(job, artifact, new_config, plan, output, tag="exposed", fmt=fmt, verify=verify,
+                               data=data, reference=reference)
     if found:
         same = ({s.name for s in plan.outputs} == set(found.outputs)
                 and {s.name for s in plan.inputs} == set(found.inputs))
@@ -130,88 +124,104 @@ def expose_state_file(
     return result
 
 
-def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, outputs, inputs, fmt, verify,
-                 force, unsafe, custom_objects, progress, data=None) -> WriteResult:
+def _plain_model(job: pipeline.WriteJob, path):
+    """The file as a live model without the state I/O it already had (what a re-exposed result
+    is checked against)."""
+    return state_io.plain_model(path, unsafe=job.unsafe, custom_objects=job.custom_objects, progress=job.step).model
+
+
+def _expose_live(job: pipeline.WriteJob, artifact: ModelArtifact, output, *, strip, to_keras3, layers, outputs,
+                 inputs, fmt, verify, data=None) -> WriteResult:
     """Operate on a transformed live model: wrappers stripped (tfmot) and/or translated to Keras 3."""
     from surgery.io import optimization
     from surgery.graph import translate
 
-    step = progress or (lambda _message: None)
-    step("loading the original model")
-    model = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
+    output, fmt = _output_of(artifact, output, fmt, "exposed", default_format="keras" if to_keras3 else None)
+    job.check(pipeline.Target(output, directory=fmt == "savedmodel"))
+    model = job.load(artifact)
     if strip:
-        step("stripping model-optimization wrappers")
+        job.step("stripping model-optimization wrappers")
         model = optimization.strip(model)
     if to_keras3:
-        step("translating to Keras 3")
-        model, _notes = (translate.translate_live(model, custom_objects=custom_objects, command="expose-state")
-                         if strip else translate.translate(artifact, custom_objects=custom_objects, unsafe=unsafe,
-                                                           command="expose-state"))
+        job.step("translating to Keras 3")
+        model, _notes = (translate.translate_live(model, custom_objects=job.custom_objects, command="expose-state")
+                         if strip else translate.translate(artifact, custom_objects=job.custom_objects,
+                                                           unsafe=job.unsafe, command="expose-state"))
     family = families.of_model(model)
     config = family.serialize(model)
     new_config, plan = rewire_states(config, family.name, layers=layers, outputs=outputs, inputs=inputs)
     live = dataclasses.replace(artifact, family=family.name, model_config=config,
                                format="keras" if to_keras3 else artifact.format)
-    return write_rewired(live, new_config, plan, output, operation="expose-state", tag="exposed",
-                         fmt=fmt, verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects,
-                         progress=progress, original_model=model, data=data)
+    return _write_checked(job, live, new_config, plan, output, fmt, fast=False, verify=verify, data=data,
+                          original_model=model)
 
 
-def write_rewired(artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *, operation: str,
-                  tag: str, fmt=None, verify=True, force=False, unsafe=False, custom_objects=None,
-                  progress=None, original_model=None, data=None, reference_model=None) -> WriteResult:
-    """Write a rewired config as a verified artifact. Shared by every config-level operation.
+def _output_of(artifact: ModelArtifact, output, fmt, tag: str, default_format=None) -> tuple[Path, str]:
+    """(output path, format): -o and --format as given, else <stem>.<tag> in the input's format."""
+    fmt = saving.infer_format(output, fmt) if output is not None else (fmt or default_format or artifact.format)
+    output = Path(output) if output is not None else saving.default_output_path(artifact.path, tag, fmt)
+    return output, fmt
+
+
+def write_rewired(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: dict, plan: RewirePlan, output, *,
+                  tag: str, fmt=None, verify=True, data=None, reference=None) -> WriteResult:
+    """Write a rewired config of an opened file as a verified artifact, through `job` (its outputs
+    not yet checked). The weights are copied byte for byte when the format and layout allow.
+
+    reference: a callable giving what the result is verified against when that is not the file
+    (the file without the state I/O it already had).
+    """
+    output, fmt = _output_of(artifact, output, fmt, tag)
+    fast = fmt == artifact.format and fmt in ("keras", "h5") and not plan.weights_layout_changed
+    # A .keras copy reads its source once: the hash checks the members' CRCs on the way.
+    one_read = fast and fmt == "keras"
+    job.check(pipeline.Target(output, directory=fmt == "savedmodel"),
+              hashes=pipeline.in_background(formats.keras_zip.sha256_checking_members) if one_read else None)
+    return _write_checked(job, artifact, new_config, plan, output, fmt, fast=fast, verify=verify, data=data,
+                          reference=reference)
+
+
+def _write_checked(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: dict, plan: RewirePlan,
+                   output: Path, fmt: str, *, fast: bool, verify: bool, data=None, original_model=None,
+                   reference=None) -> WriteResult:
+    """Stage, write, verify and commit a rewired config (its output checked).
 
     original_model: the live model the config came from, when it is not the file itself (a
     translation); the weights then come from it rather than from the file.
-    reference_model: what the result is verified against when that is not the file (the file
-    without the state I/O it already had).
     """
-    step = progress or (lambda _message: None)
-    fmt = saving.infer_format(output, fmt) if output is not None else (fmt or artifact.format)
-    output = Path(output) if output is not None else saving.default_output_path(artifact.path, tag, fmt)
-    saving.check_output(artifact.path, output, force, directory=(fmt == "savedmodel"))
-    family = families.get(artifact.family)
-    fast = (original_model is None and fmt == artifact.format and fmt in ("keras", "h5")
-            and not plan.weights_layout_changed)
-    original, rebuilt_live = original_model, None
-    report = None
-    # Hash the source on a second thread while the copy runs: hashlib releases the GIL.
-    hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    # A .keras copy reads its source once: the hash checks the members' CRCs on the way.
     one_read = fast and fmt == "keras"
-    source_hash = hasher.submit(formats.keras_zip.sha256_checking_members if one_read else writers.sha256_of,
-                                artifact.path)
-    hasher.shutdown(wait=False)
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
+    family = families.get(artifact.family)
+    original, rebuilt_live = original_model, None
+
+    def write(temps):
+        nonlocal original, rebuilt_live
+        temp = temps[output]
         if fast:
-            step("writing (weights copied byte for byte)")
+            job.step("writing (weights copied byte for byte)")
             _write_config_only(artifact, new_config, temp, fmt, crcs_checked=one_read)
             if one_read:
                 # Flushed to disk while the hash finishes (the commit's own fsync is then quick).
                 saving.fsync(temp)
-                source_hash.result()  # a corrupt member fails here, before anything loads it
-        else:
-            if original is None:
-                step("loading the original model")
-                original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
-            rebuilt_live = family.deserialize(new_config, custom_objects)
-            transfer_weights(original, rebuilt_live)
-            step(f"writing {fmt}")
-            _write_live(family, rebuilt_live, temp, fmt, plan)
-        if verify:
-            step("verifying")
-            report = _verify_written(artifact, temp, fmt, new_config, plan, reference_model or original, rebuilt_live,
-                                     unsafe=unsafe, custom_objects=custom_objects, data=data)
-        manifest = writers.build_manifest(
-            artifact=output, fmt=fmt, family=artifact.family, operation=operation, plan=plan,
-            source=artifact.path, source_sha256=source_hash.result(),
-            model_inputs=_config_inputs(new_config), model_outputs=_config_outputs(new_config, plan),
-            extra={"verification": report.as_dict() if report is not None else None},
-        )
-        manifest_file = outputs.commit({output: manifest})[output]
-    return WriteResult(output, manifest_file, plan, fmt, fast, report)
+                job.sha256()  # a corrupt member fails here, before anything loads it
+            return
+        if original is None:
+            original = job.load(artifact)
+        rebuilt_live = family.deserialize(new_config, job.custom_objects)
+        transfer_weights(original, rebuilt_live)
+        job.step(f"writing {fmt}")
+        _write_live(family, rebuilt_live, temp, fmt, plan)
+
+    def check_written(temps):
+        against = reference() if reference is not None else original
+        return _verify_written(artifact, temps[output], fmt, new_config, plan, against, rebuilt_live,
+                               unsafe=job.unsafe, custom_objects=job.custom_objects, data=data)
+
+    def manifests():
+        return {output: pipeline.ModelManifest(fmt, artifact.family, plan, model_inputs=_config_inputs(new_config),
+                                               model_outputs=_config_outputs(new_config, plan))}
+
+    done = job.write(write, verify=check_written if verify else None, manifests=manifests)
+    return WriteResult(output, done.manifests[output], plan, fmt, fast, done.report)
 
 
 def _write_config_only(artifact: ModelArtifact, new_config: dict, temp: Path, fmt: str, *,
