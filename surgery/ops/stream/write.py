@@ -127,11 +127,10 @@ def stream_file(source, output=None, *, state: str = "external", steps: int = 1,
 
 def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verify, force, unsafe,
                  custom_objects, progress, verify_length) -> StreamResult:
-    from surgery.io import formats, saving
+    from surgery.io import saving
     from surgery.io import writers
-    from surgery.io.safety import ensure_artifact_safe
+    from surgery.ops import pipeline, state_io
 
-    step_msg = progress or (lambda _message: None)
     if state not in STATE_MODES:
         raise UsageError(f"--state must be external or internal, received {state!r}")
     # The rule of every writing command: no -o, a default name beside the input (<stem>.step).
@@ -141,82 +140,81 @@ def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verif
         raise UsageError(f"a step model is written as a SavedModel directory or a .keras file, not {output.name!r}")
     if fmt == "keras" and state == "internal":
         raise UsageError("internal state lives in variables of a SavedModel: give a directory for -o, not .keras")
-    saving.check_output(source, output, force, directory=(fmt == "savedmodel"))
     tflite_path = Path(tflite_path) if tflite_path else None
-    if tflite_path is not None:
-        saving.check_output(source, tflite_path, force, directory=False)
-        if tflite_path.resolve() in (output.resolve(), saving.manifest_path(output).resolve()) or \
-                output.resolve() in tflite_path.resolve().parents:
-            raise UsageError(f"--tflite {str(tflite_path)!r} collides with -o {str(output)!r} or its manifest")
-    artifact = formats.read_artifact(source)
-    if artifact.weights_only:
-        raise UsageError(f"{str(source)!r} holds weights only; streaming needs a full model file")
-    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
-    unknown = undeclared_layers(artifact.model_config, sorted(DECLARED_PER_STEP.get()))
-    if unknown:
-        raise UsageError(f"--per-step {unknown[0]!r}: no layer, class or registered name in the model is called so")
-    from surgery.ops import state_io
-
-    # State I/O another command added is taken off here and redone under the same names.
-    found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
-    if artifact.family == "keras3":  # refuse what cannot stream before loading anything heavy
-        step_config(state_io.strip_state_io(artifact.model_config, artifact.family, found), artifact.family,
-                    steps=steps, batch_size=batch_size)
-    plain = state_io.plain_model(artifact, keras3=True, unsafe=unsafe, custom_objects=custom_objects,
-                                 progress=step_msg)
-    model = plain.model
-    if state == "internal":
-        batch_size = batch_size or 1
-    step_msg("building the step model")
-    step_model, plan = build_step_model(model, steps=steps, batch_size=batch_size, custom_objects=custom_objects)
-    report = None
-    if verify:
-        step_msg(f"stepping through {verify_length} timesteps against the full-sequence model")
-        # The arithmetic of streaming does not depend on a fixed batch: check batch 1 and 8 (and
-        # the requested one) with any-batch step models; the written artifacts are checked below.
-        batches = sorted({*VERIFY_BATCHES, *([batch_size] if batch_size else [])})
-        report = verify_streaming(model, steps=sorted({*VERIFY_STEPS, steps}), batches=batches,
-                                  length=verify_length, custom_objects=custom_objects)
-        raise_if_failed(report)
-    stateful = StatefulStepModel(step_model, plan) if state == "internal" else None
-    converted = None
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
-        step_msg(f"writing {fmt}")
-        if stateful is not None:
-            stateful.save(temp)
-        elif fmt == "savedmodel":
-            writers.export_savedmodel(step_model, temp, list(plan.input_names), list(plan.output_names))
-        else:
-            writers.save_keras_model(step_model, temp, "keras")
-        if tflite_path is not None:
-            from surgery.io import tflite
-
-            step_msg("converting to TFLite")
-            converted = tflite.convert(stateful if stateful is not None else step_model, plan)
-            tflite_temp = outputs.temp(tflite_path)
-            tflite_temp.write_bytes(converted.content)
+    if tflite_path is not None and (
+            tflite_path.resolve() in (output.resolve(), saving.manifest_path(output).resolve())
+            or output.resolve() in tflite_path.resolve().parents):
+        raise UsageError(f"--tflite {str(tflite_path)!r} collides with -o {str(output)!r} or its manifest")
+    with pipeline.WriteJob("stream", force=force, unsafe=unsafe, custom_objects=custom_objects,
+                           progress=progress) as job:
+        artifact = job.open(source, needs="streaming")
+        job.check(pipeline.Target(output, directory=fmt == "savedmodel"),
+                  *([pipeline.Target(tflite_path)] if tflite_path is not None else []))
+        unknown = undeclared_layers(artifact.model_config, sorted(DECLARED_PER_STEP.get()))
+        if unknown:
+            raise UsageError(f"--per-step {unknown[0]!r}: no layer, class or registered name in the model is called so")
+        # State I/O another command added is taken off here and redone under the same names.
+        found = state_io.find_state_io(artifact.model_config, artifact.family, state_io.read_manifest(artifact.path))
+        if artifact.family == "keras3":  # refuse what cannot stream before loading anything heavy
+            step_config(state_io.strip_state_io(artifact.model_config, artifact.family, found), artifact.family,
+                        steps=steps, batch_size=batch_size)
+        plain = state_io.plain_model(artifact, keras3=True, unsafe=unsafe, custom_objects=custom_objects,
+                                     progress=job.step)
+        model = plain.model
+        if state == "internal":
+            batch_size = batch_size or 1
+        job.step("building the step model")
+        step_model, plan = build_step_model(model, steps=steps, batch_size=batch_size, custom_objects=custom_objects)
+        report = None
         if verify:
-            step_msg("verifying what was written")
-            _verify_written(temp, fmt, stateful, step_model, model, plan, report, converted, custom_objects)
+            job.step(f"stepping through {verify_length} timesteps against the full-sequence model")
+            # The arithmetic of streaming does not depend on a fixed batch: check batch 1 and 8 (and
+            # the requested one) with any-batch step models; the written artifacts are checked below.
+            batches = sorted({*VERIFY_BATCHES, *([batch_size] if batch_size else [])})
+            report = verify_streaming(model, steps=sorted({*VERIFY_STEPS, steps}), batches=batches,
+                                      length=verify_length, custom_objects=custom_objects)
             raise_if_failed(report)
-        extra = {
-            "state": state,
-            "stream": plan.as_dict(),
-            "signatures": _signature_doc(plan, state),
-            "verification": report.as_dict() if report is not None else None,
-            "tflite": ({"path": tflite_path.name, "ops": converted.report.as_dict()} if converted is not None else None),
-        }
-        extra["input_model"] = plain.as_dict()
-        extra["declared_per_step"] = sorted(DECLARED_PER_STEP.get())
-        manifest = writers.build_manifest(
-            artifact=output, fmt=fmt, family="keras3", operation="stream", plan=plan.states, source=artifact.path,
-            source_sha256=writers.sha256_of(artifact.path), model_inputs=list(plan.input_names),
-            model_outputs=list(plan.output_names), extra=extra,
-        )
-        # The .tflite is described by this manifest: it is moved in after it, with the model.
-        manifest_file = outputs.commit({output: manifest})[output]
-    return StreamResult(output, manifest_file, fmt, state, plan, report, tflite_path,
+        stateful = StatefulStepModel(step_model, plan) if state == "internal" else None
+        converted = None
+
+        def write(temps):
+            nonlocal converted
+            temp = temps[output]
+            job.step(f"writing {fmt}")
+            if stateful is not None:
+                stateful.save(temp)
+            elif fmt == "savedmodel":
+                writers.export_savedmodel(step_model, temp, list(plan.input_names), list(plan.output_names))
+            else:
+                writers.save_keras_model(step_model, temp, "keras")
+            if tflite_path is not None:
+                from surgery.io import tflite
+
+                job.step("converting to TFLite")
+                converted = tflite.convert(stateful if stateful is not None else step_model, plan)
+                temps[tflite_path].write_bytes(converted.content)
+
+        def check_written(temps) -> StreamReport:
+            _verify_written(temps[output], fmt, stateful, step_model, model, plan, report, converted, custom_objects)
+            return report
+
+        def manifests():
+            # The .tflite is described by this manifest: it is moved in after it, with the model.
+            extra = {
+                "state": state,
+                "stream": plan.as_dict(),
+                "signatures": _signature_doc(plan, state),
+                "tflite": ({"path": tflite_path.name, "ops": converted.report.as_dict()}
+                           if converted is not None else None),
+                "input_model": plain.as_dict(),
+                "declared_per_step": sorted(DECLARED_PER_STEP.get()),
+            }
+            return {output: pipeline.ModelManifest(fmt, "keras3", plan.states, model_inputs=list(plan.input_names),
+                                                   model_outputs=list(plan.output_names), extra=extra)}
+
+        done = job.write(write, verify=check_written if verify else None, verify_step="verifying what was written",
+                         manifests=manifests)
+    return StreamResult(output, done.manifests[output], fmt, state, plan, report, tflite_path,
                         converted.report if converted is not None else None, plain)
 
 
