@@ -4,14 +4,13 @@ manifests, checked step by step; `format_result`, `result_dict`.
 
 from __future__ import annotations
 
-import concurrent.futures
 from dataclasses import dataclass
 from pathlib import Path
 
 
-from surgery.io import formats, saving
+from surgery.io import saving
 from surgery.io import writers
-from surgery.errors import UsageError, VerificationError
+from surgery.errors import UsageError
 from surgery.ops.seq2seq.plan import DECODER_FILE, ENCODER_FILE, OPERATION, SplitPlan
 from surgery.ops.seq2seq.run import StepReport, check_stepwise, input_names, split_seq2seq
 
@@ -37,70 +36,48 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
     that check fails.
     """
     from surgery.io.loading import load_model
-    from surgery.io.safety import ensure_artifact_safe
+    from surgery.ops import pipeline, state_io
 
-    step = progress or (lambda _message: None)
-    artifact = formats.read_artifact(source)
-    if artifact.weights_only:
-        raise UsageError(f"{str(source)!r} holds weights only; split-seq2seq needs a full model file")
-    ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=(custom_objects or {}).keys())
-    outdir = Path(outdir) if outdir is not None else saving.default_output_path(artifact.path, "split", "savedmodel")
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"output {str(outdir)!r} exists and is not a directory")
-    saving.check_disjoint(artifact.path, outdir)  # never onto, into or around the input
-    targets = [outdir / ENCODER_FILE, outdir / DECODER_FILE]
-    if outdir.is_dir():
-        for target in targets:
-            saving.check_output(artifact.path, target, force, directory=False)
-    from surgery.ops import state_io
+    with pipeline.WriteJob(OPERATION, force=force, unsafe=unsafe, custom_objects=custom_objects,
+                           progress=progress) as job:
+        artifact = job.open(source, needs="split-seq2seq")
+        outdir = Path(outdir) if outdir is not None else saving.default_output_path(artifact.path, "split",
+                                                                                      "savedmodel")
+        if outdir.exists() and not outdir.is_dir():
+            raise UsageError(f"output {str(outdir)!r} exists and is not a directory")
+        saving.check_disjoint(artifact.path, outdir)  # never onto, into or around the input
+        encoder_path, decoder_path = outdir / ENCODER_FILE, outdir / DECODER_FILE
+        job.check(pipeline.Target(encoder_path), pipeline.Target(decoder_path))
+        # State I/O another command added is taken off; a Keras 2 model is translated (and checked).
+        plain = state_io.plain_model(artifact, keras3=True, unsafe=unsafe, custom_objects=custom_objects,
+                                     progress=job.step)
+        original = plain.model
+        job.step("splitting")
+        split = split_seq2seq(original, custom_objects=custom_objects)
+        plan = split.plan
 
-    # State I/O another command added is taken off; a Keras 2 model is translated (and checked).
-    plain = state_io.plain_model(artifact, keras3=True, unsafe=unsafe, custom_objects=custom_objects, progress=step)
-    original = plain.model
-    step("splitting")
-    split = split_seq2seq(original, custom_objects=custom_objects)
-    created = saving.make_output_directory(outdir)
-    hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    source_hash = hasher.submit(writers.sha256_of, artifact.path)
-    hasher.shutdown(wait=False)
-    report = None
-    plan = split.plan
-    try:
-        with saving.staged_outputs(force=force) as outputs:
-            enc_temp, dec_temp = outputs.temp(targets[0]), outputs.temp(targets[1])
-            step("writing")
-            writers.save_keras_model(split.encoder, enc_temp, "keras")
-            writers.save_keras_model(split.decoder, dec_temp, "keras")
-            if verify:
-                step("verifying")
-                encoder = load_model(enc_temp, unsafe=unsafe, custom_objects=custom_objects)
-                decoder = load_model(dec_temp, unsafe=unsafe, custom_objects=custom_objects)
-                report = check_stepwise(original, encoder, decoder)
-                if not report.ok:
-                    raise VerificationError(report.summary())
-            manifests = {}
-            for target, role, model, rewire_plan in ((targets[0], "encoder", split.encoder, plan.encoder_plan),
-                                                     (targets[1], "decoder_step", split.decoder, plan.decoder_plan)):
-                manifests[target] = writers.build_manifest(
-                    artifact=target, fmt="keras", family="keras3", operation=OPERATION, plan=rewire_plan,
-                    source=artifact.path, source_sha256=source_hash.result(),
-                    model_inputs=input_names(model), model_outputs=list(model.output_names),
-                    extra={"role": role, "split": plan.as_dict(), "input_model": plain.as_dict(),
-                           "verification": report.as_dict() if report is not None else None},
-                )
-            placed = outputs.commit(manifests)  # both manifests, then both models
-    except BaseException:
-        if created:
-            _remove_if_empty(outdir)
-        raise
-    return SplitResult(outdir, targets[0], targets[1], placed[targets[0]], placed[targets[1]], plan, report, plain)
+        def write(temps):
+            job.step("writing")
+            writers.save_keras_model(split.encoder, temps[encoder_path], "keras")
+            writers.save_keras_model(split.decoder, temps[decoder_path], "keras")
 
+        def check_written(temps) -> StepReport:
+            encoder = load_model(temps[encoder_path], unsafe=unsafe, custom_objects=custom_objects)
+            decoder = load_model(temps[decoder_path], unsafe=unsafe, custom_objects=custom_objects)
+            return check_stepwise(original, encoder, decoder)
 
-def _remove_if_empty(directory: Path) -> None:
-    try:
-        directory.rmdir()
-    except OSError:
-        pass
+        def manifests():  # both manifests, then both models
+            return {target: pipeline.ModelManifest(
+                        "keras", "keras3", rewire_plan, model_inputs=input_names(model),
+                        model_outputs=list(model.output_names),
+                        extra={"role": role, "split": plan.as_dict(), "input_model": plain.as_dict()})
+                    for target, role, model, rewire_plan in (
+                        (encoder_path, "encoder", split.encoder, plan.encoder_plan),
+                        (decoder_path, "decoder_step", split.decoder, plan.decoder_plan))}
+
+        done = job.write(write, verify=check_written if verify else None, manifests=manifests)
+    return SplitResult(outdir, encoder_path, decoder_path, done.manifests[encoder_path],
+                       done.manifests[decoder_path], plan, done.report, plain)
 
 
 def format_result(result: SplitResult) -> str:
