@@ -24,12 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import saving
-from surgery.io import writers
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UsageError
-from surgery.io.formats import read_artifact
 from surgery.graph.level import Level, dialect_for, top_level_entry
-from surgery.io.safety import ensure_artifact_safe
+from surgery.ops import pipeline
 
 MODES = ("chain", "weights", "prime")
 TAG = "spliced"
@@ -128,10 +126,8 @@ def plan(a, b, mode: str = "chain", mapping=None, *, data=None, unsafe: bool = F
     if mode not in MODES:
         raise UsageError(f"unknown splice mode {mode!r}; choose chain, weights or prime")
     pairs = parse_mapping(mapping)
-    a_artifact, b_artifact = read_artifact(a), read_artifact(b)
-    trusted = (custom_objects or {}).keys()
-    for artifact in (a_artifact, b_artifact):
-        ensure_artifact_safe(artifact, allow_unsafe=unsafe, trusted=trusted)
+    a_artifact, b_artifact = (pipeline.open_model(path, unsafe=unsafe, custom_objects=custom_objects)
+                              for path in (a, b))
     if mode == "weights":
         from surgery.ops.splice.weights import plan_weights
 
@@ -163,57 +159,74 @@ def splice(a, b, mode: str = "chain", mapping=None, *, output=None, data=None, f
            dry_run: bool = False, unsafe: bool = False, custom_objects: dict | None = None, progress=None):
     """Splice A into B (see the module doc). Returns a SpliceResult, or the SplicePlan with
     dry_run=True (nothing is written then)."""
-    step = progress or (lambda _message: None)
     the_plan = plan(a, b, mode, mapping, data=data, unsafe=unsafe, custom_objects=custom_objects)
     if dry_run:
         return the_plan
     b_artifact = the_plan.b
     fmt = saving.infer_format(output, fmt) if output is not None else (fmt or b_artifact.format)
     output = Path(output) if output is not None else saving.default_output_path(b_artifact.path, TAG, fmt)
-    saving.check_output([b_artifact.path, the_plan.a.path], output, force, directory=(fmt == "savedmodel"))
     runner = {"weights": _run_weights, "chain": _run_chain, "prime": _run_prime}[mode]
-    return runner(the_plan, output, fmt, step=step, data=data, store=store, keep_override=keep_override,
-                  verify=verify, force=force, unsafe=unsafe, custom_objects=custom_objects)
+    with pipeline.WriteJob("splice", force=force, unsafe=unsafe, custom_objects=custom_objects,
+                           progress=progress) as job:
+        job.add_source(b_artifact.path)  # the source the manifest names; A is the donor
+        job.add_source(the_plan.a.path)
+        return runner(job, the_plan, output, fmt, data=data, store=store, keep_override=keep_override,
+                      verify=verify)
+
+
+def _target(output: Path, fmt: str) -> pipeline.Target:
+    return pipeline.Target(output, directory=fmt == "savedmodel")
 
 
 # ----------------------------------------------------------------------------------------
 # mode weights
 
 
-def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, data=None,
-                 **_):
+def _run_weights(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *, verify, data=None, **_):
     from surgery.ops.splice import weights as sw, weights_check
 
     wplan = p.weights
     fast = fmt == p.b.format and fmt in ("keras", "h5")
     if fmt == "savedmodel" and p.b.family == "keras3":
         raise NotSupportedError("a Keras 3 model is written as .keras or .h5 by splice; pass -o with one of those")
-    hashes = weights_check.start_hashing(p.a, p.b)
-    integrity = report = None
+    job.check(_target(output, fmt),
+              hashes=lambda _paths: dict(zip((p.a.path, p.b.path), weights_check.start_hashing(p.a, p.b))))
+    integrity = None
     facts = {"streamed": False, "cast": []}
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
+
+    def write(temps):
+        nonlocal facts, integrity
+        temp = temps[output]
         if fast:
-            facts = sw.write_weights(wplan, temp, progress=step)
+            facts = sw.write_weights(wplan, temp, progress=job.step)
             if verify:
-                step("checking every weight of the written file")
+                job.step("checking every weight of the written file")
                 integrity = weights_check.check_written(wplan, temp)
         else:
-            step(f"writing {fmt} through Keras")
-            _write_weights_live(wplan, temp, fmt, unsafe=unsafe, custom_objects=custom_objects)
-        a_sha, b_sha = (f.result() if f is not None else None for f in hashes)
-        if verify:
-            step("verifying in Keras against the NumPy oracle")
-            report = weights_check.verify_numerically(wplan, temp, unsafe=unsafe, custom_objects=custom_objects, data=data)
-        summary_lines = []
-        if integrity is not None:
-            summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
-                                 f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
-        summary_lines.append(weights_check.summary(report) if report is not None else "not verified (--no-verify)")
+            job.step(f"writing {fmt} through Keras")
+            _write_weights_live(wplan, temp, fmt, unsafe=job.unsafe, custom_objects=job.custom_objects)
+        for source in (p.a, p.b):  # both hashed (B's weights CRC checked) before Keras loads anything
+            job.sha256(source.path)
+
+    def check_written(temps) -> dict:
+        return weights_check.verify_numerically(wplan, temps[output], unsafe=job.unsafe,
+                                                custom_objects=job.custom_objects, data=data)
+
+    def manifests():
         extra = {"mode": "weights", "splice": p.as_dict(), "streamed": facts["streamed"], "casts": facts["cast"],
-                 "integrity": integrity, "verification": report}
-        manifest = _manifest(outputs, p, output, fmt, p.b.family, a_sha, b_sha, p.b.model_config, extra)
-    return SpliceResult(output, manifest, fmt, "weights", p, report, integrity, fast, "\n".join(summary_lines))
+                 "integrity": integrity}
+        return _manifest(job, p, output, fmt, p.b.family, p.b.model_config, extra)
+
+    done = job.write(write, verify=check_written if verify else None,
+                     verify_step="verifying in Keras against the NumPy oracle", manifests=manifests)
+    report = done.report
+    summary_lines = []
+    if integrity is not None:
+        summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
+                             f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
+    summary_lines.append(weights_check.summary(report) if report is not None else "not verified (--no-verify)")
+    return SpliceResult(output, done.manifests[output], fmt, "weights", p, report, integrity, fast,
+                        "\n".join(summary_lines))
 
 
 def _write_weights_live(wplan, temp: Path, fmt: str, *, unsafe, custom_objects) -> None:
@@ -275,14 +288,14 @@ def _save_live(model, temp: Path, fmt: str) -> None:
     family.save(model, str(temp), fmt)
 
 
-def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, unsafe, custom_objects, data=None,
-               **_):
+def _run_chain(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *, verify, data=None, **_):
     from surgery.io import families
     from surgery.io.loading import load_model
     from surgery.ops.splice.chain import build_chain, chain_summary, verify_chain
 
-    hashes = _hash_sources(p)
-    step("loading A and B")
+    unsafe, custom_objects = job.unsafe, job.custom_objects
+    job.check(_target(output, fmt))
+    job.step("loading A and B")
     model_a, model_b = _load_pair(p, unsafe=unsafe, custom_objects=custom_objects)
     notes = []
     if families.of_model(model_a).name != families.of_model(model_b).name:
@@ -297,31 +310,32 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, un
             notes.append("B was translated from Keras 2 to Keras 3 (as `convert` does)")
         notes.extend(translated)
     chain = build_chain(model_a, model_b, p.pairs, custom_objects=custom_objects)
-    report = None
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
-        step(f"writing {fmt}")
-        _save_live(chain.model, temp, fmt)
-        if verify:
-            step("verifying")
-            written = load_model(str(temp), unsafe=unsafe, custom_objects=custom_objects)
-            report = verify_chain(chain, written, model_a, model_b, p.pairs, data=data)
-        a_sha, b_sha = (f.result() for f in hashes)
-        family = families.of_model(chain.model)
-        config = family.serialize(chain.model)
-        extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes, "verification": report}
-        manifest = _manifest(outputs, p, output, fmt, family.name, a_sha, b_sha, config, extra)
-    summary = chain_summary(report) if report is not None else "not verified (--no-verify)"
+    family = families.of_model(chain.model)
+
+    def write(temps):
+        job.step(f"writing {fmt}")
+        _save_live(chain.model, temps[output], fmt)
+
+    def check_written(temps) -> dict:
+        written = load_model(str(temps[output]), unsafe=unsafe, custom_objects=custom_objects)
+        return verify_chain(chain, written, model_a, model_b, p.pairs, data=data)
+
+    def manifests():
+        extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes}
+        return _manifest(job, p, output, fmt, family.name, family.serialize(chain.model), extra)
+
+    done = job.write(write, verify=check_written if verify else None, manifests=manifests)
+    summary = chain_summary(done.report) if done.report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
-    return SpliceResult(output, manifest, fmt, "chain", p, report, None, False, summary)
+    return SpliceResult(output, done.manifests[output], fmt, "chain", p, done.report, None, False, summary)
 
 
 # ----------------------------------------------------------------------------------------
 # mode prime
 
 
-def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep_override, verify, force,
-               unsafe, custom_objects, **_):
+def _run_prime(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *, data, store, keep_override,
+               verify, **_):
     from surgery.io import families
     from surgery.ops.expose import transfer_weights
     from surgery.io.loading import load_model
@@ -334,8 +348,9 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
         verify_primed,
     )
 
-    hashes = _hash_sources(p)
-    step("loading A and B")
+    unsafe, custom_objects = job.unsafe, job.custom_objects
+    job.check(_target(output, fmt))
+    job.step("loading A and B")
     model_a, model_b = _load_pair(p, unsafe=unsafe, custom_objects=custom_objects)
     notes = []
     if families.of_model(model_b).name == "keras2":
@@ -344,7 +359,7 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
 
         model_b, translated = translate(p.b, custom_objects=custom_objects, unsafe=unsafe)
         notes = ["B was translated from Keras 2 to Keras 3 (as `convert` does)", *translated]
-    step("running A on the data")
+    job.step("running A on the data")
     captured, capture_report = capture(model_a, p.pairs, data, custom_objects=custom_objects)
     family = families.of_model(model_b)
     primed = prime_config(family.serialize(model_b), family.name, p.pairs, captured, store=store,
@@ -353,17 +368,16 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
     copy_weights(family, model_b, model, primed.weights)
     reference = family.deserialize(primed.reference_config, custom_objects)
     transfer_weights(model_b, reference)
-    report = None
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output, directory=(fmt == "savedmodel"))
-        step(f"writing {fmt}")
-        _save_live(model, temp, fmt)
-        if verify:
-            step("verifying")
-            written = load_model(str(temp), unsafe=unsafe, custom_objects=custom_objects)
-            report = verify_primed(written, reference, primed, captured)
-            report["capture"] = capture_report
-        a_sha, b_sha = (f.result() for f in hashes)
+
+    def write(temps):
+        job.step(f"writing {fmt}")
+        _save_live(model, temps[output], fmt)
+
+    def check_written(temps) -> dict:
+        written = load_model(str(temps[output]), unsafe=unsafe, custom_objects=custom_objects)
+        return {**verify_primed(written, reference, primed, captured), "capture": capture_report}
+
+    def manifests():
         states = []
         for state in primed.plan.inputs:
             value = np.ascontiguousarray(captured[(state.site, state.role)], dtype=np.float32)
@@ -373,38 +387,29 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
                            "values": value.reshape(-1).tolist() if value.size <= 4096 else None})
         override = RewirePlan((), primed.override_inputs, (), 0, 0, False)
         extra = {"mode": "prime", "splice": p.as_dict(), "primed_states": states, "store": store,
-                 "override_flags": list(primed.flags), "notes": notes, "verification": report}
-        manifest = _manifest(outputs, p, output, fmt, family.name, a_sha, b_sha, primed.config, extra, plan=override)
+                 "override_flags": list(primed.flags), "notes": notes}
+        return _manifest(job, p, output, fmt, family.name, primed.config, extra, plan=override)
+
+    done = job.write(write, verify=check_written if verify else None, manifests=manifests)
+    report = done.report
     if report is not None:
         report["ok"] = report["ok"] and capture_report["ok"]
     summary = prime_summary(report) if report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
-    return SpliceResult(output, manifest, fmt, "prime", p, report, None, False, summary)
+    return SpliceResult(output, done.manifests[output], fmt, "prime", p, report, None, False, summary)
 
 
 # ----------------------------------------------------------------------------------------
 # Shared
 
 
-def _hash_sources(p: SplicePlan):
-    import concurrent.futures
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    futures = (pool.submit(writers.sha256_of, p.a.path), pool.submit(writers.sha256_of, p.b.path))
-    pool.shutdown(wait=False)
-    return futures
-
-
-def _manifest(staged, p: SplicePlan, output: Path, fmt: str, family: str, a_sha, b_sha, config, extra: dict,
-              plan=None):
-    """Build the manifest and commit it with the staged artifact (manifest first)."""
+def _manifest(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, family: str, config, extra: dict,
+              plan=None) -> dict:
+    """{output: its manifest's fields}: B is the source, A the donor."""
     inputs, outputs = _io_names(config, family)
-    manifest = writers.build_manifest(
-        artifact=output, fmt=fmt, family=family, operation="splice", plan=plan, source=p.b.path,
-        source_sha256=b_sha, model_inputs=inputs, model_outputs=outputs,
-        extra={"donor": {"path": str(p.a.path), "sha256": a_sha}, **extra},
-    )
-    return staged.commit({output: manifest})[output]
+    return {output: pipeline.ModelManifest(
+        fmt, family, plan, model_inputs=inputs, model_outputs=outputs,
+        extra={"donor": {"path": str(p.a.path), "sha256": job.sha256(p.a.path)}, **extra})}
 
 
 def _io_names(config: dict | None, family: str) -> tuple[list, list]:
