@@ -119,8 +119,8 @@ def pipeline_options(beam_options):
     return PipelineOptions(options)
 
 
-def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_size, fmt, force, unsafe,
-                 custom_objects, beam_options):
+def run_pipeline(job, model_path, data, output: Path, *, layers, trajectory, batch_size, fmt, beam_options):
+    """`extract-states --runner beam` through `job` (a pipeline.WriteJob, its output checked)."""
     require_beam()
     from surgery.ops.extract import core
     from surgery.ops.extract.readers import DataSource, specs_for
@@ -128,7 +128,8 @@ def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_si
 
     if not isinstance(model_path, (str, os.PathLike)):
         raise UsageError("--runner beam takes a model file path (workers load it), not a live model")
-    if custom_objects:
+    unsafe = job.unsafe
+    if job.custom_objects:
         raise UsageError("--runner beam does not take --custom-objects (workers load the file in safe mode)")
     model, model_path, digest = core.resolve_model(model_path, unsafe=unsafe)
     extractor = core.build_extractor(model, layers=layers, trajectory=trajectory, source_path=model_path,
@@ -147,8 +148,9 @@ def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_si
     import time
 
     started = time.perf_counter()
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output)
+    runner = f"beam:{options.get_all_options()['runner']}"
+
+    def write(temps):
         with saving.scratch_dir(output) as scratch:
             with beam.Pipeline(options=options) as pipeline:
                 _ = (pipeline
@@ -172,15 +174,18 @@ def run_pipeline(model_path, data, output: Path, *, layers, trajectory, batch_si
                                      f"{offset} sequences")
                 run.seconds = time.perf_counter() - started
                 _check(extractor, source, store, run)
-                store.finish(temp, fmt)
+                store.finish(temps[output], fmt)
             finally:
                 if store is not None:
                     store.close()
-        manifest = core.build_manifest(output, fmt, model_path, digest.result(), extractor, source, run,
-                                       layers=layers, runner=f"beam:{options.get_all_options()['runner']}")
-        manifest_file = outputs.commit({output: manifest})[output]
-    return core.ExtractResult(output, manifest_file, run.rows, run.column_dicts(), run.check, run.checks,
-                              seconds=run.seconds, runner=f"beam:{options.get_all_options()['runner']}")
+
+    def manifests():
+        return {output: core.build_manifest(output, fmt, model_path, digest.result(), extractor, source, run,
+                                            layers=layers, runner=runner)}
+
+    done = job.write(write, manifests=manifests)
+    return core.ExtractResult(output, done.manifests[output], run.rows, run.column_dicts(), run.check, run.checks,
+                              seconds=run.seconds, runner=runner)
 
 
 def _lines(path: Path):

@@ -2,7 +2,7 @@
 
 Final states come from the exposed model (expose.rebuild_with_states) cut down to its state
 outputs; `trajectory=True` steps each selected site's own cell (extract.trajectory). Results
-stream into a staged output (saving.staged_outputs): an error or an interruption leaves no
+stream into a staged output (ops.pipeline.WriteJob): an error or an interruption leaves no
 partial file. A sample of every run is checked against the NumPy oracle.
 """
 
@@ -24,6 +24,7 @@ from surgery.io import families, saving
 from surgery.io import writers
 from surgery.check import tolerance
 from surgery.errors import UsageError, VerificationError
+from surgery.ops import pipeline
 from surgery.ops.extract.readers import DataSource, specs_for
 from surgery.ops.extract.store import Column, ColumnStore
 
@@ -230,41 +231,57 @@ def extract_states(model_or_path, data, output=None, *, layers=None, trajectory:
     fmt = output_format(output, fmt)
     if runner not in ("local", "beam"):
         raise UsageError(f"--runner {runner!r}: local or beam")
-    if output is not None:
+    if output is None:
+        if runner == "beam":
+            raise UsageError("--runner beam needs an output path")
+        extractor, source, _model_path, _digest = _prepare(model_or_path, data, layers=layers, trajectory=trajectory,
+                                                           unsafe=unsafe, custom_objects=custom_objects)
+        return _run_in_memory(extractor, source, batch_size, progress)
+    output = Path(output)
+    with pipeline.WriteJob("extract-states", force=force, unsafe=unsafe, custom_objects=custom_objects) as job:
+        # Every input is refused as the output; the model's sha256 comes from resolve_model (a
+        # live model has one too), the data files are not hashed.
         sources = [model_or_path] if isinstance(model_or_path, (str, os.PathLike)) else []
         if isinstance(data, (str, os.PathLike)):
             from surgery.ops.extract.readers import resolve_files
 
             sources += resolve_files(data)
-        saving.check_output(sources or None, output, force, directory=False)
-    if runner == "beam":
-        from surgery.ops.extract.beam import run_pipeline
+        for path in sources:
+            job.add_source(path, hashed=False)
+        job.check(pipeline.Target(output))
+        if runner == "beam":
+            from surgery.ops.extract.beam import run_pipeline
 
-        if output is None:
-            raise UsageError("--runner beam needs an output path")
-        return run_pipeline(model_or_path, data, Path(output), layers=layers, trajectory=trajectory,
-                            batch_size=batch_size, fmt=fmt, force=force, unsafe=unsafe,
-                            custom_objects=custom_objects, beam_options=list(beam_options))
+            return run_pipeline(job, model_or_path, data, output, layers=layers, trajectory=trajectory,
+                                batch_size=batch_size, fmt=fmt, beam_options=list(beam_options))
+        extractor, source, model_path, digest = _prepare(model_or_path, data, layers=layers, trajectory=trajectory,
+                                                         unsafe=unsafe, custom_objects=custom_objects)
+        run = None
+
+        def write(temps):
+            nonlocal run
+            with saving.scratch_dir(output) as scratch:
+                run = _stream(extractor, source, batch_size, progress, lambda columns: ColumnStore(scratch, columns))
+                try:
+                    run.store.finish(temps[output], fmt)
+                finally:
+                    run.store.close()
+
+        def manifests():  # a states file, not a model: the manifest is its own
+            return {output: build_manifest(output, fmt, model_path, digest.result(), extractor, source, run,
+                                           layers=layers, runner="local")}
+
+        done = job.write(write, manifests=manifests)
+    return ExtractResult(output, done.manifests[output], run.rows, run.column_dicts(), run.check, run.checks,
+                         seconds=run.seconds)
+
+
+def _prepare(model_or_path, data, *, layers, trajectory, unsafe, custom_objects):
+    """(extractor, data source, model path or None, sha256 future) of a local run."""
     model, model_path, digest = resolve_model(model_or_path, unsafe=unsafe, custom_objects=custom_objects)
     extractor = build_extractor(model, layers=layers, trajectory=trajectory, custom_objects=custom_objects,
                                 source_path=model_path, unsafe=unsafe)
-    source = DataSource(data, specs_for(extractor.model))
-    if output is None:
-        return _run_in_memory(extractor, source, batch_size, progress)
-    output = Path(output)
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(output)
-        with saving.scratch_dir(output) as scratch:
-            run = _stream(extractor, source, batch_size, progress, lambda columns: ColumnStore(scratch, columns))
-            try:
-                run.store.finish(temp, fmt)
-            finally:
-                run.store.close()
-        manifest = build_manifest(output, fmt, model_path, digest.result(), extractor, source, run,
-                                  layers=layers, runner="local")
-        manifest_file = outputs.commit({output: manifest})[output]
-    return ExtractResult(output, manifest_file, run.rows, run.column_dicts(), run.check, run.checks,
-                         seconds=run.seconds)
+    return extractor, DataSource(data, specs_for(extractor.model)), model_path, digest
 
 
 @dataclass
