@@ -165,26 +165,23 @@ def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, 
          source: PathLike | None = None) -> Path:
     """Write a live model atomically with its manifest (state I/O named); returns the manifest's path."""
     from surgery.io import families, saving
-    from surgery.io import writers
-    from surgery.ops import state_io
+    from surgery.ops import pipeline, state_io
 
     family = families.of_model(model)
     fmt = saving.infer_format(path, fmt)
-    out = saving.check_output(source, path, force, directory=(fmt == "savedmodel"))
-    config = family.serialize(model)
-    found = state_io.find_state_io(config, family.name)
-    with saving.staged_outputs(force=force) as outputs:
-        temp = outputs.temp(out, directory=(fmt == "savedmodel"))
-        family.save(model, str(temp), fmt)
-        manifest = writers.build_manifest(
-            artifact=out, fmt=fmt, family=family.name, operation=operation, plan=None, source=source,
-            source_sha256=writers.sha256_of(source) if source else None,
-            model_inputs=[t.name.split(":")[0] for t in model.inputs],
+    with pipeline.WriteJob(operation, force=force) as job:
+        if source:
+            job.add_source(source)
+        out = Path(path)
+        job.check(pipeline.Target(out, directory=fmt == "savedmodel"))
+        found = state_io.find_state_io(family.serialize(model), family.name)
+        manifest = pipeline.ModelManifest(
+            fmt, family.name, model_inputs=[t.name.split(":")[0] for t in model.inputs],
             model_outputs=list(getattr(model, "output_names", None) or []),
             extra={"state_outputs": [{"name": n, "site": s, "role": r} for n, (s, r) in found.outputs.items()],
-                   "state_inputs": [{"name": n, "site": s, "role": r} for n, (s, r) in found.inputs.items()]},
-        )
-        return outputs.commit({out: manifest})[out]
+                   "state_inputs": [{"name": n, "site": s, "role": r} for n, (s, r) in found.inputs.items()]})
+        done = job.write(lambda temps: family.save(model, str(temps[out]), fmt), manifests=lambda: {out: manifest})
+    return done.manifests[out]
 
 
 def diff(a: ModelOrPath, b: ModelOrPath) -> dict:
