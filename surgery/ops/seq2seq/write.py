@@ -11,7 +11,8 @@ from pathlib import Path
 
 from surgery.io import formats, saving
 from surgery.io import writers
-from surgery.errors import UsageError, VerificationError
+from surgery.check.report import raise_if_failed
+from surgery.errors import UsageError
 from surgery.ops.seq2seq.plan import DECODER_FILE, ENCODER_FILE, OPERATION, SplitPlan
 from surgery.ops.seq2seq.run import StepReport, check_stepwise, input_names, split_seq2seq
 
@@ -75,9 +76,7 @@ def split_seq2seq_file(source, outdir=None, *, force: bool = False, verify: bool
                 step("verifying")
                 encoder = load_model(enc_temp, unsafe=unsafe, custom_objects=custom_objects)
                 decoder = load_model(dec_temp, unsafe=unsafe, custom_objects=custom_objects)
-                report = check_stepwise(original, encoder, decoder)
-                if not report.ok:
-                    raise VerificationError(report.summary())
+                report = raise_if_failed(check_stepwise(original, encoder, decoder))
             manifests = {}
             for target, role, model, rewire_plan in ((targets[0], "encoder", split.encoder, plan.encoder_plan),
                                                      (targets[1], "decoder_step", split.decoder, plan.decoder_plan)):

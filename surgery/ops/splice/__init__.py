@@ -25,6 +25,7 @@ import numpy as np
 
 from surgery.io import saving
 from surgery.io import writers
+from surgery.check.report import CheckReport
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UsageError
 from surgery.io.formats import read_artifact
@@ -104,10 +105,14 @@ class SpliceResult:
     format: str
     mode: str
     plan: SplicePlan
-    verification: dict | None
+    report: CheckReport | None   # None with --no-verify
     integrity: dict | None
     fast_path: bool
     summary: str
+
+    @property
+    def verification(self) -> dict | None:
+        return self.report.as_dict() if self.report is not None else None
 
     def as_dict(self) -> dict:
         return {"ok": True, "mode": self.mode, "output": str(self.output), "manifest": str(self.manifest),
@@ -209,9 +214,9 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, 
         if integrity is not None:
             summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
                                  f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
-        summary_lines.append(weights_check.summary(report) if report is not None else "not verified (--no-verify)")
+        summary_lines.append(report.summary() if report is not None else "not verified (--no-verify)")
         extra = {"mode": "weights", "splice": p.as_dict(), "streamed": facts["streamed"], "casts": facts["cast"],
-                 "integrity": integrity, "verification": report}
+                 "integrity": integrity, "verification": report.as_dict() if report is not None else None}
         manifest = _manifest(outputs, p, output, fmt, p.b.family, a_sha, b_sha, p.b.model_config, extra)
     return SpliceResult(output, manifest, fmt, "weights", p, report, integrity, fast, "\n".join(summary_lines))
 
@@ -279,7 +284,7 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, un
                **_):
     from surgery.io import families
     from surgery.io.loading import load_model
-    from surgery.ops.splice.chain import build_chain, chain_summary, verify_chain
+    from surgery.ops.splice.chain import build_chain, verify_chain
 
     hashes = _hash_sources(p)
     step("loading A and B")
@@ -309,9 +314,10 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, un
         a_sha, b_sha = (f.result() for f in hashes)
         family = families.of_model(chain.model)
         config = family.serialize(chain.model)
-        extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes, "verification": report}
+        extra = {"mode": "chain", "splice": p.as_dict(), "notes": notes,
+                 "verification": report.as_dict() if report is not None else None}
         manifest = _manifest(outputs, p, output, fmt, family.name, a_sha, b_sha, config, extra)
-    summary = chain_summary(report) if report is not None else "not verified (--no-verify)"
+    summary = report.summary() if report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, manifest, fmt, "chain", p, report, None, False, summary)
 
@@ -330,7 +336,6 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
         capture,
         copy_weights,
         prime_config,
-        prime_summary,
         verify_primed,
     )
 
@@ -361,8 +366,7 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
         if verify:
             step("verifying")
             written = load_model(str(temp), unsafe=unsafe, custom_objects=custom_objects)
-            report = verify_primed(written, reference, primed, captured)
-            report["capture"] = capture_report
+            report = verify_primed(written, reference, primed, captured, capture_report)
         a_sha, b_sha = (f.result() for f in hashes)
         states = []
         for state in primed.plan.inputs:
@@ -373,11 +377,10 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
                            "values": value.reshape(-1).tolist() if value.size <= 4096 else None})
         override = RewirePlan((), primed.override_inputs, (), 0, 0, False)
         extra = {"mode": "prime", "splice": p.as_dict(), "primed_states": states, "store": store,
-                 "override_flags": list(primed.flags), "notes": notes, "verification": report}
+                 "override_flags": list(primed.flags), "notes": notes,
+                 "verification": report.as_dict() if report is not None else None}
         manifest = _manifest(outputs, p, output, fmt, family.name, a_sha, b_sha, primed.config, extra, plan=override)
-    if report is not None:
-        report["ok"] = report["ok"] and capture_report["ok"]
-    summary = prime_summary(report) if report is not None else "not verified (--no-verify)"
+    summary = report.summary() if report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, manifest, fmt, "prime", p, report, None, False, summary)
 
