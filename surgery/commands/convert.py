@@ -6,7 +6,7 @@ import click
 
 from surgery.commands.epilogs import EPILOGS
 from surgery.commands.options import (custom_objects_from, draw, json_option, load_options, one_plot_only,
-                                      plot_option)
+                                      plot_option, verify_data_option)
 from surgery.commands.runner import describe_error, emit_json, exit_with, handle_errors
 
 
@@ -17,8 +17,7 @@ from surgery.commands.runner import describe_error, emit_json, exit_with, handle
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the Keras 3 model reproduces the Keras 2 original.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("--data", type=click.Path(dir_okay=False),
-              help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
+@verify_data_option
 @load_options
 @json_option()
 @plot_option

@@ -6,7 +6,7 @@ import click
 
 from surgery.commands.epilogs import EPILOGS
 from surgery.commands.options import (custom_objects_from, draw, json_option, load_options, one_plot_only,
-                                      plot_option, write_options)
+                                      plot_option, verify_data_option, write_options)
 from surgery.commands.runner import describe_error, emit_json, exit_with, handle_errors
 
 
@@ -21,8 +21,7 @@ from surgery.commands.runner import describe_error, emit_json, exit_with, handle
               help="Write a Keras 2 (tf_keras) input as a Keras 3 model (default: keep its family).")
 @click.option("--strip", is_flag=True,
               help="Remove pruning/clustering wrappers (tfmot's strip functions) instead of keeping them.")
-@click.option("--data", type=click.Path(dir_okay=False),
-              help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
+@verify_data_option
 @write_options
 @load_options
 @plot_option

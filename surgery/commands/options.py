@@ -50,6 +50,13 @@ def write_options(command):
     return command
 
 
+def verify_data_option(command):
+    """--data: the user's inputs to verify on (else random ones)."""
+    return click.option("--data", type=click.Path(dir_okay=False),
+                        help="Verify on these inputs: .npy, or .npz with arrays named by model input "
+                             "(or in input order).")(command)
+
+
 def json_option(help: str = "Print the result as JSON."):  # noqa: A002 - click's own name for it
     """--json: the command prints JSON only (errors too, as {"ok": false, ...})."""
     return click.option("--json", "as_json", is_flag=True, help=help)

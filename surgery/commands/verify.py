@@ -5,15 +5,14 @@ import sys
 import click
 
 from surgery.commands.epilogs import EPILOGS
-from surgery.commands.options import custom_objects_from, json_option, load_options
+from surgery.commands.options import custom_objects_from, json_option, load_options, verify_data_option
 from surgery.commands.runner import emit_json, handle_errors
 
 
 @click.command("verify", epilog=EPILOGS["verify"])
 @click.argument("original", type=click.Path())
 @click.argument("rebuilt", type=click.Path())
-@click.option("--data", type=click.Path(dir_okay=False),
-              help="Verify on these inputs: .npy, or .npz with arrays named by model input (or in input order).")
+@verify_data_option
 @load_options
 @json_option("Print the report as JSON.")
 @handle_errors
