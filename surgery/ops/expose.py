@@ -134,7 +134,7 @@ def _expose_live(artifact: ModelArtifact, output, *, strip, to_keras3, layers, o
                  force, unsafe, custom_objects, progress, data=None) -> WriteResult:
     """Operate on a transformed live model: wrappers stripped (tfmot) and/or translated to Keras 3."""
     from surgery.io import optimization
-    from surgery.graph import translate
+    from surgery.ops import translate
 
     step = progress or (lambda _message: None)
     step("loading the original model")

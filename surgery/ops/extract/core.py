@@ -75,7 +75,7 @@ def build_extractor(model, *, layers=None, trajectory: bool = False, custom_obje
 
     family = families.of_model(model)
     if trajectory and family.name == "keras2":
-        from surgery.graph import translate
+        from surgery.ops import translate
 
         # The trajectory layer is Keras 3: a Keras 2 model runs as its verified translation.
         if source_path is not None:

@@ -292,7 +292,7 @@ def _run_chain(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, un
     notes = []
     if families.of_model(model_a).name != families.of_model(model_b).name:
         # One composite needs one Keras: the Keras 2 side is translated (as `convert` does).
-        from surgery.graph.translate import translate
+        from surgery.ops.translate import translate
 
         if families.of_model(model_a).name == "keras2":
             model_a, translated = translate(p.a, custom_objects=custom_objects, unsafe=unsafe)
@@ -345,7 +345,7 @@ def _run_prime(p: SplicePlan, output: Path, fmt: str, *, step, data, store, keep
     notes = []
     if families.of_model(model_b).name == "keras2":
         # The primed model is built from Keras 3 layers: B is translated first (as `convert` does).
-        from surgery.graph.translate import translate
+        from surgery.ops.translate import translate
 
         model_b, translated = translate(p.b, custom_objects=custom_objects, unsafe=unsafe)
         notes = ["B was translated from Keras 2 to Keras 3 (as `convert` does)", *translated]
