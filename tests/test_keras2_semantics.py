@@ -136,17 +136,19 @@ def test_expose_keras2_hard_sigmoid_verifies_against_keras2_oracle(hard_sigmoid_
 
 
 def test_unfoldable_keras2_activation_is_refused():
+    import keras
+
     # LSTM applies `activation` to its cell state too: no weight feeds it.
     config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
         {"class_name": "LSTM", "config": {"name": "l", "units": 2, "activation": "hard_sigmoid",
                                           "batch_input_shape": [None, 3, 2]}}]}}
     with pytest.raises(NotSupportedError, match="hard_sigmoid"):
-        translate.translate_config(config)
+        translate.translate_config(config, keras.layers)
     activation_layer = {"class_name": "Sequential", "config": {"name": "s", "layers": [
         {"class_name": "Activation", "config": {"name": "a", "activation": "hard_sigmoid",
                                                 "batch_input_shape": [None, 3]}}]}}
     with pytest.raises(NotSupportedError, match="Keras 2 family"):
-        translate.translate_config(activation_layer)
+        translate.translate_config(activation_layer, keras.layers)
 
 
 # --------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from surgery.graph import registry
+
 
 Array = np.ndarray
 Activation = Callable[[Array], Array]
@@ -92,20 +94,7 @@ ACTIVATIONS_BY_FAMILY: dict[str, dict[str, Activation]] = {
 
 def activation_name(identifier: object) -> str:
     """Reduce a serialized activation (None, name, or Keras dict) to its name."""
-    if identifier is None:
-        return "linear"
-    if isinstance(identifier, str):
-        return identifier
-    if isinstance(identifier, dict):
-        config = identifier.get("config")
-        if isinstance(config, str):  # {"class_name": "function", "config": "tanh"}
-            return config
-        if isinstance(config, dict) and isinstance(config.get("name"), str):
-            return config["name"]
-        class_name = identifier.get("class_name")
-        if isinstance(class_name, str) and class_name in _ACTIVATIONS:
-            return class_name
-    raise ValueError(f"Cannot interpret activation identifier, received: {identifier!r}")
+    return registry.activation_name(identifier, _ACTIVATIONS)
 
 
 def family_activations(family: str) -> dict[str, Activation]:

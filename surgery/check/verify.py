@@ -14,78 +14,56 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from surgery.io import families
 from surgery.check import oracle, tolerance
+from surgery.check.report import CheckReport, raise_if_failed  # noqa: F401  (raise_if_failed re-exported)
 from surgery.graph import registry
 from surgery.errors import SurgeryError, UsageError, VerificationError
 
 
 @dataclass
-class VerifyReport:
-    """output_diffs: original outputs, claimed bit-exact (max |diff| must be 0).
+class VerifyReport(CheckReport):
+    """A rebuilt model against its original (surgery.check.report.CheckReport):
+    exact: the original outputs ("output <i>"), claimed bit-exact;
     checks: each state output vs the NumPy oracle under the tolerance policy."""
 
-    output_diffs: list[float] = field(default_factory=list)
-    checks: dict[str, tolerance.Comparison] = field(default_factory=dict)
-    batch: int = 0
-    data: str | None = None   # where the inputs came from, when the user gave them
-    note: str | None = None   # how the check ran where the models cannot (cuDNN on CPU)
+    what: str = "the rebuilt model against its original"
+    batch: int | None = 0
+    exact_label: str = "original output(s)"
+    checks_label: str = "state output(s) vs NumPy oracle"
+
+    @property
+    def output_diffs(self) -> list[float]:
+        return list(self.exact.values())
 
     @property
     def state_errors(self) -> dict[str, float]:
-        return {name: c.max_abs_diff for name, c in self.checks.items()}
+        return self.errors
 
     @property
     def tolerances(self) -> dict[str, tolerance.Bound]:
-        return {name: c.bound for name, c in self.checks.items()}
+        return self.bounds
 
     @property
     def outputs_identical(self) -> bool:
-        return all(diff == 0.0 for diff in self.output_diffs)
+        return self.exact_ok
 
     @property
     def states_ok(self) -> bool:
-        return all(c.ok for c in self.checks.values())
+        return self.checks_ok
 
-    @property
-    def ok(self) -> bool:
-        return self.outputs_identical and self.states_ok
-
-    def summary(self) -> str:
-        outputs = len(self.output_diffs)
-        worst_out = max(self.output_diffs, default=0.0)
-        verdict = "verified" if self.ok else "VERIFICATION FAILED"
-        bad = [n for n, c in self.checks.items() if not c.ok]
-        text = (
-            f"{verdict}: {outputs} original output(s) "
-            f"{'identical' if self.outputs_identical else 'differ'} (max |diff| {worst_out:.3g}); "
-            + (tolerance.worst(self.checks.values()).describe(f"{len(self.checks)} state output(s) vs NumPy oracle")
-               if self.checks else "no state outputs to check against the NumPy oracle")
-        )
-        if self.data:
-            text += f"; on inputs from {self.data}"
-        if self.note:
-            text += f"; {self.note}"
-        if bad:
-            text += f"; mismatched: {', '.join(bad)}"
-        return text
-
-    def as_dict(self) -> dict:
+    def details(self) -> dict:
         return {
-            "ok": self.ok,
             "outputs_identical": self.outputs_identical,
             "output_max_abs_diff": self.output_diffs,
             "state_max_abs_diff": self.state_errors,
             "state_tolerance": {name: b.describe() for name, b in self.tolerances.items()},
             "state_checks": {name: c.as_dict() for name, c in self.checks.items()},
-            "batch": self.batch,
-            "data": self.data,
-            "note": self.note,
         }
 
 
@@ -365,7 +343,7 @@ def verify(original, rebuilt, plan, sites, *, batch: int = 4, seed: int = 0,
                 if same_shape and expected.size else 0.0)
         if same_shape and np.isnan(diff):
             diff = 0.0 if np.array_equal(expected, got, equal_nan=True) else float("inf")
-        report.output_diffs.append(diff if same_shape else float("inf"))
+        report.exact[f"output {len(report.exact)}"] = diff if same_shape else float("inf")
     if not check_states or not plan.outputs:
         return report
     # Non-zero initial states check the state inputs too.
@@ -412,12 +390,6 @@ def _call_any(family, model, values):
     if hasattr(model, "live_model"):
         return [np.asarray(v) for v in model(values)]
     return family.call(model, values)
-
-
-def raise_if_failed(report: VerifyReport) -> VerifyReport:
-    if not report.ok:
-        raise VerificationError(report.summary())
-    return report
 
 
 def plan_from_config(original, rebuilt_config: dict, family: str = "keras3"):

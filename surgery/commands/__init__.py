@@ -1,7 +1,2 @@
-"""CLI commands kept out of cli.py (one module per command); cli.py registers them on its group."""
-
-
-def register(main, handle_errors, emit_json) -> None:
-    from surgery.commands import diff
-
-    diff.register(main, handle_errors, emit_json)
+"""The CLI's commands, one module each over the shared option groups (options.py) and the one
+way a command runs (runner.py: sandbox, progress, errors -> exit codes); cli.py registers them."""

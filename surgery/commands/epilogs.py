@@ -56,6 +56,11 @@ Examples:
   lstm-surgery stream sensor.keras                        # writes sensor.step/ (SavedModel)
   lstm-surgery stream sensor.keras --steps 4 --tflite sensor.tflite
   lstm-surgery stream custom.keras --custom-objects layers.py --per-step MyScale""",
+    "diff": """\b
+Examples:
+  lstm-surgery diff model.keras model.exposed.keras
+  lstm-surgery diff a.h5 b.h5 --json | jq .weights.changed
+Exit status: 0 identical, 1 different (like diff(1)), 2 unreadable input.""",
     "extract-states": """\b
 Examples:
   lstm-surgery extract-states model.keras --data seqs.npy         # writes model.states.npz

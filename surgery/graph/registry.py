@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Container, Sequence
 
 Shape = tuple  # a shape without the batch dimension; None for unknown sizes
 
@@ -373,6 +373,26 @@ def compute_dtype(layer_config: dict, default: str = "float32") -> str:
     if dtype.startswith("mixed_"):
         return dtype[len("mixed_"):]
     return dtype
+
+
+def activation_name(identifier: object, known: Container[str] = ()) -> str:
+    """Reduce a serialized activation (None, name, or Keras dict) to its name. A dict naming only
+    its class is read as that activation when the class is one of `known` (the names the caller
+    can tell apart: check/activations.py's NumPy table, translate's Keras 2 rescalings)."""
+    if identifier is None:
+        return "linear"
+    if isinstance(identifier, str):
+        return identifier
+    if isinstance(identifier, dict):
+        config = identifier.get("config")
+        if isinstance(config, str):  # {"class_name": "function", "config": "tanh"}
+            return config
+        if isinstance(config, dict) and isinstance(config.get("name"), str):
+            return config["name"]
+        class_name = identifier.get("class_name")
+        if isinstance(class_name, str) and class_name in known:
+            return class_name
+    raise ValueError(f"Cannot interpret activation identifier, received: {identifier!r}")
 
 
 def sequence_step_shape(input_shape: Sequence | None) -> Shape | None:

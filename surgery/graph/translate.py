@@ -1,28 +1,25 @@
-"""Translate a Keras 2 (tf.keras / tf_keras) model into Keras 3, weights included.
+"""Translate a Keras 2 (tf.keras / tf_keras) model config into Keras 3: the pure part.
 
 Keras 3 rejects many Keras 2 configs (`time_major`, CuDNNLSTM/CuDNNGRU layers, ...). The
 translation rewrites the config (dropping arguments Keras 3 does not know when they hold
-their harmless Keras 2 defaults, refusing them otherwise), builds the Keras 3 model, and
-copies the weights layer by layer, converting CuDNN weight layouts as tf.keras itself did.
+their harmless Keras 2 defaults, refusing them otherwise) and says how each layer's weights
+change on the way (CuDNN layouts converted as tf.keras itself did; Keras-2-only activations
+folded into the weights feeding them). Building the Keras 3 model and moving the weights
+is surgery/ops/translate.py.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect as pyinspect
-import json
-import re
 
 import numpy as np
 
-from surgery.io import families
 from surgery.graph import layouts
-from surgery.check import activations
-from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.graph.level import KERAS3, is_model_entry, walk_values
 from surgery.graph.masks import add_explicit_masks
-from surgery.graph.registry import LAYER_KINDS, is_recurrent
+from surgery.graph.registry import LAYER_KINDS, activation_name, is_recurrent
 
 # Keras 2 arguments Keras 3 does not accept, with the value that makes dropping them exact.
 KERAS2_ONLY_DEFAULTS = {
@@ -79,31 +76,25 @@ FoldPlan = list[tuple[int, tuple[float, ...]]]
 
 # What a refusal tells the user to do; callers name their own command's option.
 DEFAULT_REMEDY = "keep the model in the Keras 2 family"
-# command -> (what to do about a Keras-2-only setting, what a Keras 3 custom class is needed for)
-ADVICE = {
-    None: (DEFAULT_REMEDY, "translate it to Keras 3"),
-    "convert": ("convert cannot express it; the other commands work on the Keras 2 file as it is", "convert"),
-    "expose-state": ("keep the model in the Keras 2 family (omit --to keras3)", "use --to keras3"),
-}
 
 
-def translate_config(config: dict, *, remedy: str = DEFAULT_REMEDY
+def translate_config(config: dict, keras_layers, *, remedy: str = DEFAULT_REMEDY
                      ) -> tuple[dict, list[str], dict[str, str], dict[str, FoldPlan]]:
     """(Keras 3 config, notes on what changed, {layer name: original CuDNN class},
     {layer name: weight scales that keep a Keras-2-only activation's meaning}).
-    remedy: the end of a refusal's message (e.g. "omit --to keras3")."""
-    keras = families.get("keras3").keras
+    keras_layers: Keras 3's layer namespace (`keras.layers`), which says the built-in classes
+    and the arguments each accepts. remedy: the end of a refusal's message (e.g. "omit --to keras3")."""
     new = copy.deepcopy(config)
     notes: list[str] = []
     cudnn: dict[str, str] = {}
     folds = _activation_folds(new, notes, remedy)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("config"), dict) and "class_name" in item:
-            _translate_layer(keras, item, notes, cudnn, remedy)
+            _translate_layer(keras_layers, item, notes, cudnn, remedy)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and item.get("class_name") == "Sequential":
             _explicit_sequential_input(item["config"])
-            _keras3_modules(keras, item["config"])
+            _keras3_modules(keras_layers, item["config"])
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("config", {}).get("layers"), list):
             # tf_keras addresses a nested model's n-th call as node n+1, Keras 3 as node n.
@@ -155,14 +146,14 @@ def _activation_folds(config: dict, notes: list, remedy: str = DEFAULT_REMEDY) -
                 if key in cfg and _keras2_scale(cfg[key]) != 1.0:
                     raise NotSupportedError(
                         f"layer {cfg.get('name', item.get('class_name'))!r} ({item.get('class_name')}) "
-                        f"has {key}={activations.activation_name(cfg[key])!r}, whose Keras 2 meaning "
+                        f"has {key}={activation_name(cfg[key], KERAS2_INPUT_SCALES)!r}, whose Keras 2 meaning "
                         f"(0.2x + 0.5, clipped) Keras 3 has no name for here; {remedy}")
     return folds
 
 
 def _keras2_scale(identifier) -> float:
     try:
-        return KERAS2_INPUT_SCALES.get(activations.activation_name(identifier), 1.0)
+        return KERAS2_INPUT_SCALES.get(activation_name(identifier, KERAS2_INPUT_SCALES), 1.0)
     except ValueError:  # a custom activation: Keras resolves it, nothing to rescale
         return 1.0
 
@@ -235,13 +226,13 @@ def _explicit_sequential_input(config: dict) -> None:
                       "config": {"batch_shape": shape, "dtype": dtype, "name": f"{first.get('name', 'layer')}_input"}})
 
 
-def _keras3_modules(keras, config: dict) -> None:
+def _keras3_modules(keras_layers, config: dict) -> None:
     """Name the module of every built-in layer inside a Sequential. Keras 3's Sequential
     reads a module-less layer with its legacy loader, whose wrappers (Bidirectional,
     TimeDistributed) then look their inner layer up without one and cannot find it."""
     for item in walk_values(config.get("layers") or []):
         if (isinstance(item, dict) and isinstance(item.get("config"), dict) and "module" not in item
-                and isinstance(getattr(keras.layers, str(item.get("class_name")), None), type)):
+                and isinstance(getattr(keras_layers, str(item.get("class_name")), None), type)):
             item.update({"module": "keras.layers", "registered_name": None})
     for entry in config.get("layers") or []:
         # Read by Keras 3's current loader, which refuses it; the InputLayer holds the shape.
@@ -249,7 +240,7 @@ def _keras3_modules(keras, config: dict) -> None:
             entry["config"].pop("batch_input_shape", None)
 
 
-def _translate_layer(keras, item: dict, notes: list, cudnn: dict, remedy: str = DEFAULT_REMEDY) -> None:
+def _translate_layer(keras_layers, item: dict, notes: list, cudnn: dict, remedy: str = DEFAULT_REMEDY) -> None:
     name = item.get("class_name")
     cfg = item["config"]
     if name in RENAMED_CLASSES:
@@ -261,7 +252,7 @@ def _translate_layer(keras, item: dict, notes: list, cudnn: dict, remedy: str = 
         name = target
     if isinstance(cfg.get("dtype"), dict) and cfg["dtype"].get("class_name") == "Policy":
         cfg["dtype"] = cfg["dtype"].get("config", {}).get("name", "float32")
-    layer_class = getattr(keras.layers, name, None)
+    layer_class = getattr(keras_layers, name, None)
     if layer_class is None or not isinstance(layer_class, type):
         return
     accepted = _accepted_arguments(layer_class)
@@ -311,108 +302,3 @@ def _accepted_arguments(layer_class) -> set | None:
 def cudnn_to_keras(class_name: str, weights: list[np.ndarray]) -> list[np.ndarray]:
     """CuDNN weight layout -> Keras LSTM / GRU(reset_after=True) (see layouts.cudnn_to_keras)."""
     return layouts.cudnn_to_keras(weights, CUDNN_GATES[class_name])
-
-
-def h5_layer_weights(path: str) -> dict[str, list[np.ndarray]]:
-    """Leaf layer name -> weights in saved order, from a Keras 2 HDF5 model or weights file."""
-    import h5py
-
-    out: dict[str, list[np.ndarray]] = {}
-    try:
-        with h5py.File(path, "r") as handle:
-            group = handle["model_weights"] if "model_weights" in handle else handle
-            for layer_name in _decode_all(group.attrs.get("layer_names", [])):
-                layer_group = group[layer_name]
-                for weight_name in _decode_all(layer_group.attrs.get("weight_names", [])):
-                    leaf = weight_name.split("/")[0] if "/" in weight_name else layer_name
-                    if re.fullmatch(re.escape(layer_name) + r"(_\d+)?", leaf):
-                        leaf = layer_name  # Keras 2.1 scopes a layer's own weights as "<name>_1/"
-                    out.setdefault(leaf, []).append(np.asarray(layer_group[weight_name]))
-    except (OSError, KeyError) as error:
-        raise UnreadableModelError(f"cannot read Keras 2 weights from {path!r}: {error}") from None
-    return out
-
-
-def _decode_all(values) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-
-
-def live_layer_weights(model) -> dict[str, list[np.ndarray]]:
-    """Leaf layer name -> weights, from a live tf_keras model (nested models flattened)."""
-    family = families.of_model(model)
-    out = {}
-    for layer in model.layers:
-        if family.is_model(layer):
-            out.update(live_layer_weights(layer))
-        elif layer.weights:
-            out[layer.name] = layer.get_weights()
-    return out
-
-
-def translate(artifact: ModelArtifact, *, custom_objects=None, unsafe: bool = False, command: str | None = None):
-    """(Keras 3 model, notes) equivalent to a Keras 2 artifact. command: whose options a
-    refusal names (a key of ADVICE)."""
-    if artifact.family != "keras2":
-        raise NotSupportedError(f"{artifact.path!r} is already a Keras 3 model")
-    remedy, purpose = ADVICE[command]
-    _refuse_keras2_classes(artifact.model_config, custom_objects, purpose)
-    config, notes, cudnn, folds = translate_config(artifact.model_config, remedy=remedy)
-    model = families.get("keras3").deserialize(config, custom_objects)
-    if artifact.format == "h5":
-        weights = h5_layer_weights(artifact.path)
-    else:
-        from surgery.io.loading import load_model
-
-        weights = live_layer_weights(load_model(artifact, unsafe=unsafe, custom_objects=custom_objects))
-    _assign(model, weights, cudnn, folds)
-    return model, notes
-
-
-def translate_live(model, *, custom_objects=None, command: str | None = None):
-    """(Keras 3 model, notes) equivalent to a live tf_keras model."""
-    remedy, purpose = ADVICE[command]
-    config = families.of_model(model).serialize(model)
-    _refuse_keras2_classes(config, custom_objects, purpose)
-    config, notes, cudnn, folds = translate_config(config, remedy=remedy)
-    translated = families.get("keras3").deserialize(config, custom_objects)
-    _assign(translated, live_layer_weights(model), cudnn, folds)
-    return translated, notes
-
-
-def _refuse_keras2_classes(config: dict, custom_objects, purpose: str) -> None:
-    """A custom class given only as a tf_keras class cannot live in a Keras 3 model."""
-    given = custom_objects or {}
-    usable = families.custom_objects_for("keras3", given)
-    for item in walk_values(config):
-        name = item.get("class_name") if isinstance(item, dict) and isinstance(item.get("config"), dict) else None
-        if isinstance(name, str) and name not in usable and families.class_family(given.get(name)) == "keras2":
-            raise NotSupportedError(f"custom layer {name!r} is a tf_keras class; pass --custom-objects with "
-                                    f"a Keras 3 definition of it to {purpose}")
-
-
-def _assign(model, weights: dict, cudnn: dict, folds: dict) -> None:
-    family = families.of_model(model)
-    for layer in model.layers:
-        if family.is_model(layer):
-            _assign(layer, weights, cudnn, folds)
-            continue
-        if not layer.weights:
-            continue
-        if layer.name not in weights:
-            raise UnreadableModelError(f"no saved weights for layer {layer.name!r}")
-        values = weights[layer.name]
-        if layer.name in cudnn:
-            values = cudnn_to_keras(cudnn[layer.name], values)
-        if layer.name in folds:
-            values = apply_fold(folds[layer.name], values)
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(np.shape(v)) for v in values]
-        if expected != got:
-            raise UnreadableModelError(
-                f"layer {layer.name!r}: saved weight shapes {got} do not fit the Keras 3 layer's {expected}"
-            )
-        layer.set_weights(values)
-
-
-def config_json(model) -> str:
-    return json.dumps(families.of_model(model).serialize(model))

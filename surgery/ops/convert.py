@@ -13,7 +13,7 @@ from surgery.io import families, saving
 from surgery.errors import UsageError, VerificationError
 from surgery.io.loading import load_model
 from surgery.ops import pipeline
-from surgery.graph.translate import translate
+from surgery.ops.translate import translate
 from surgery.check.verify import random_inputs
 
 
@@ -118,7 +118,8 @@ def oracle_check(artifact, translated, values, *, unsafe=False, custom_objects=N
     from surgery.check import oracle, tolerance
     from surgery.graph.level import walk_values
     from surgery.graph.sites import find_sites
-    from surgery.graph.translate import CUDNN_GATES, RENAMED_CLASSES, h5_layer_weights, live_layer_weights
+    from surgery.graph.translate import CUDNN_GATES, RENAMED_CLASSES
+    from surgery.ops.translate import h5_layer_weights, live_layer_weights
     from surgery.check.verify import site_call_values, sequence_steps
 
     family = families.of_model(translated)

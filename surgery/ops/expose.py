@@ -134,7 +134,7 @@ def _expose_live(job: pipeline.WriteJob, artifact: ModelArtifact, output, *, str
                  inputs, fmt, verify, data=None) -> WriteResult:
     """Operate on a transformed live model: wrappers stripped (tfmot) and/or translated to Keras 3."""
     from surgery.io import optimization
-    from surgery.graph import translate
+    from surgery.ops import translate
 
     output, fmt = _output_of(artifact, output, fmt, "exposed", default_format="keras" if to_keras3 else None)
     job.check(pipeline.Target(output, directory=fmt == "savedmodel"))

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from surgery.errors import SurgeryError, UsageError, VerificationError
+from surgery.check.report import raise_if_failed
+from surgery.errors import SurgeryError, UsageError
 from surgery.io import formats, saving, writers
 from surgery.io.artifact import ModelArtifact
 from surgery.io.safety import ensure_artifact_safe
@@ -212,17 +213,16 @@ class WriteJob:
 
 
 def _report_dict(report):
-    # splice's reports are still plain dicts; every other report has as_dict().
+    # convert's verification is still a plain dict; every other report is a CheckReport.
     if report is None or isinstance(report, dict):
         return report
     return report.as_dict()
 
 
 def _raise_if_failed(report) -> None:
-    ok = report.get("ok", True) if isinstance(report, dict) else getattr(report, "ok", True)
-    if not ok:
-        summary = getattr(report, "summary", None)
-        raise VerificationError(summary() if callable(summary) else f"verification failed: {_report_dict(report)}")
+    if isinstance(report, dict):  # convert's own check raises before it returns one
+        return
+    raise_if_failed(report)
 
 
 def _missing_directories(directory: Path) -> list[Path]:

@@ -237,7 +237,7 @@ def plain_model(source, *, keras3: bool = False, unsafe: bool = False, custom_ob
     from surgery.ops import convert
 
     from surgery.io import formats
-    from surgery.graph.translate import translate, translate_live
+    from surgery.ops.translate import translate, translate_live
 
     step = progress or (lambda _message: None)
     artifact = None

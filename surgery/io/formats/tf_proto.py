@@ -103,26 +103,25 @@ def _decode_graph_def(data, nodes, functions, gradients) -> None:
                     gradients.append(_decode_gradient(lib_value))
 
 
-def _decode_saver_def(data: memoryview) -> SaverDef:
-    names = {1: "filename_tensor_name", 2: "save_tensor_name", 3: "restore_op_name"}
+def _string_fields(data: memoryview, message: str, names: dict[int, str]) -> dict[str, str]:
+    """The string fields `names` (field number -> name) of a flat message; the last one wins,
+    as in protobuf. Other fields are skipped."""
     fields = {}
     for number, wire_type, value in iter_fields(data):
         if number in names:
-            expect_wire(f"SaverDef.{names[number]}", wire_type, WIRE_LENGTH)
-            fields[names[number]] = as_text(value, f"SaverDef.{names[number]}")
-    return SaverDef(**fields)
+            expect_wire(f"{message}.{names[number]}", wire_type, WIRE_LENGTH)
+            fields[names[number]] = as_text(value, f"{message}.{names[number]}")
+    return fields
+
+
+def _decode_saver_def(data: memoryview) -> SaverDef:
+    names = {1: "filename_tensor_name", 2: "save_tensor_name", 3: "restore_op_name"}
+    return SaverDef(**_string_fields(data, "SaverDef", names))
 
 
 def _decode_gradient(data: memoryview) -> tuple[str, str]:
-    function_name = gradient_func = ""
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            expect_wire("GradientDef.function_name", wire_type, WIRE_LENGTH)
-            function_name = as_text(value, "GradientDef.function_name")
-        elif number == 2:
-            expect_wire("GradientDef.gradient_func", wire_type, WIRE_LENGTH)
-            gradient_func = as_text(value, "GradientDef.gradient_func")
-    return function_name, gradient_func
+    fields = _string_fields(data, "GradientDef", {1: "function_name", 2: "gradient_func"})
+    return fields.get("function_name", ""), fields.get("gradient_func", "")
 
 
 def _decode_function(data: memoryview) -> FunctionDef:
@@ -146,11 +145,7 @@ def _decode_function(data: memoryview) -> FunctionDef:
 
 
 def _decode_arg_name(data: memoryview) -> str:
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            expect_wire("ArgDef.name", wire_type, WIRE_LENGTH)
-            return as_text(value, "ArgDef.name")
-    return ""
+    return _string_fields(data, "ArgDef", {1: "name"}).get("name", "")
 
 
 def _decode_node(data: memoryview) -> NodeDef:

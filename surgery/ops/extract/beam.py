@@ -197,13 +197,11 @@ def _lines(path: Path):
 
 def _check(extractor, source, store, run) -> None:
     """The first sequences' states from the pipeline against the NumPy oracle, as locally."""
-    from surgery.errors import VerificationError
+    from surgery.check.report import raise_if_failed
     from surgery.ops.extract import core
 
     first_file = source.files[0]
     inputs = next(first_file.chunks(core.SAMPLE))
     results = store.read_rows(0, len(inputs[0]))
-    run.checks = {f"{k}@first": c for k, c in core.check_sample(extractor, inputs, results).items()}
-    run.check = core.check_line(run.checks, len(inputs[0]))
-    if not all(c.ok for c in run.checks.values()):
-        raise VerificationError(run.check)
+    checks = {f"{k}@first": c for k, c in core.check_sample(extractor, inputs, results).items()}
+    run.report = raise_if_failed(core.sample_report(checks, len(inputs[0])))

@@ -23,7 +23,8 @@ import numpy as np
 from surgery.io import families, saving
 from surgery.io import writers
 from surgery.check import tolerance
-from surgery.errors import UsageError, VerificationError
+from surgery.check.report import CheckReport, raise_if_failed
+from surgery.errors import UsageError
 from surgery.ops import pipeline
 from surgery.ops.extract.readers import DataSource, specs_for
 from surgery.ops.extract.store import Column, ColumnStore
@@ -75,7 +76,7 @@ def build_extractor(model, *, layers=None, trajectory: bool = False, custom_obje
 
     family = families.of_model(model)
     if trajectory and family.name == "keras2":
-        from surgery.graph import translate
+        from surgery.ops import translate
 
         # The trajectory layer is Keras 3: a Keras 2 model runs as its verified translation.
         if source_path is not None:
@@ -143,14 +144,10 @@ def check_sample(extractor: Extractor, inputs: list[np.ndarray], results: dict[s
     return checks
 
 
-def check_line(checks: dict, sequences: int) -> str:
-    if not checks:
-        return "no states to check against the NumPy oracle"
-    bad = [name for name, c in checks.items() if not c.ok]
-    verdict = "checked" if not bad else "CHECK FAILED"
-    line = tolerance.worst(checks.values()).describe(
-        f"{verdict}: {sequences} sampled sequence(s), {len(checks)} state value(s) vs NumPy oracle")
-    return line + (f"; mismatched: {', '.join(bad[:6])}" if bad else "")
+def sample_report(checks: dict, sequences: int) -> CheckReport:
+    """The sample check (names `<state>@first|last`) as the one report type."""
+    return CheckReport(what=f"{sequences} sampled sequence(s) of the extracted states", checks=checks,
+                       batch=sequences, checks_label="state value(s) vs NumPy oracle")
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,10 +286,17 @@ class ExtractRun:
     store: object = None
     rows: int = 0
     per_file: list = field(default_factory=list)
-    check: str = ""
-    checks: dict = field(default_factory=dict)
+    report: CheckReport | None = None   # the sample check, once made
     seconds: float = 0.0
     columns: list = field(default_factory=list)
+
+    @property
+    def check(self) -> str:
+        return self.report.summary() if self.report is not None else ""
+
+    @property
+    def checks(self) -> dict:
+        return self.report.checks if self.report is not None else {}
 
     def column_dicts(self) -> list[dict]:
         return [c.as_dict(self.rows) for c in self.columns]
@@ -332,14 +336,12 @@ def _stream(extractor: Extractor, source: DataSource, batch_size: int, progress,
     if run.rows == 0:
         raise UsageError(f"--data {source.description!r} holds no sequences")
     run.seconds = time.perf_counter() - started
-    run.checks = {}
+    checks = {}
     for tag, (inputs, results) in (("first", first), ("last", last)) if last is not first else (("first", first),):
         for name, comparison in check_sample(extractor, inputs, results).items():
-            run.checks[f"{name}@{tag}"] = comparison
+            checks[f"{name}@{tag}"] = comparison
     sampled = len(first[0][0]) + (len(last[0][0]) if last is not first else 0)
-    run.check = check_line(run.checks, sampled)
-    if not all(c.ok for c in run.checks.values()):
-        raise VerificationError(run.check)
+    run.report = raise_if_failed(sample_report(checks, sampled))
     return run
 
 
@@ -418,7 +420,6 @@ def build_manifest(output: Path, fmt: str, model_path, model_sha256: str, extrac
         "layers": list(layers or []),
         "sites": [s.name for s in extractor.sites],
         "arrays": run.column_dicts(),
-        "check": {"summary": run.check, "ok": all(c.ok for c in run.checks.values()),
-                  "states": {k: c.as_dict() for k, c in run.checks.items()}},
+        "check": {**run.report.as_dict(), "states": {k: c.as_dict() for k, c in run.checks.items()}},
         "runner": runner,
     }

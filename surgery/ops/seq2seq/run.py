@@ -5,12 +5,13 @@ original (`check_stepwise`, StepReport) and `greedy_decode`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 
 from surgery.check import tolerance
+from surgery.check.report import CheckReport
 from surgery.errors import NotSupportedError, UsageError
 from surgery.io import families
 from surgery.io.quiet import import_keras, quiet
@@ -67,36 +68,29 @@ def _run(model, values: list) -> list[np.ndarray]:
 # the check: encoder, then the decoder one step at a time, against teacher forcing
 
 @dataclass
-class StepReport:
-    """Stepped vs teacher-forced outputs, each judged by the tolerance policy (surgery.check.tolerance)."""
+class StepReport(CheckReport):
+    """Stepped vs teacher-forced outputs (surgery.check.report.CheckReport), each judged by the
+    tolerance policy (surgery.check.tolerance)."""
 
-    checks: dict[str, tolerance.Comparison] = field(default_factory=dict)
     steps: int = 0
-    batch: int = 0
+    checks_label: str = "output(s) vs the teacher-forced original"
+
+    def __post_init__(self):
+        self.what = self.what or (f"encoder, then the decoder step model run {self.steps} step(s) one token at "
+                                  f"a time (batch {self.batch})")
 
     @property
     def output_diffs(self) -> dict[str, float]:
-        return {name: c.max_abs_diff for name, c in self.checks.items()}
+        return self.errors
 
     @property
     def tolerances(self) -> dict[str, tolerance.Bound]:
-        return {name: c.bound for name, c in self.checks.items()}
+        return self.bounds
 
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks.values())
-
-    def summary(self) -> str:
-        verdict = "verified" if self.ok else "VERIFICATION FAILED"
-        check = tolerance.worst(self.checks.values())
-        return (f"{verdict}: encoder, then the decoder step model run {self.steps} step(s) one token at a time, "
-                f"reproduce the teacher-forced outputs (batch {self.batch}): {check.describe()}")
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "output_max_abs_diff": self.output_diffs,
+    def details(self) -> dict:
+        return {"output_max_abs_diff": self.output_diffs,
                 "tolerance": {name: b.describe() for name, b in self.tolerances.items()},
-                "checks": {name: c.as_dict() for name, c in self.checks.items()},
-                "steps": self.steps, "batch": self.batch}
+                "steps": self.steps}
 
 
 def sample_inputs(original, decoder, *, batch: int = 4, seed: int = 0) -> list[np.ndarray]:

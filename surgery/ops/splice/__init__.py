@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import saving
+from surgery.check.report import CheckReport
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UsageError
 from surgery.graph.level import Level, dialect_for, top_level_entry
@@ -102,10 +103,14 @@ class SpliceResult:
     format: str
     mode: str
     plan: SplicePlan
-    verification: dict | None
+    report: CheckReport | None   # None with --no-verify
     integrity: dict | None
     fast_path: bool
     summary: str
+
+    @property
+    def verification(self) -> dict | None:
+        return self.report.as_dict() if self.report is not None else None
 
     def as_dict(self) -> dict:
         return {"ok": True, "mode": self.mode, "output": str(self.output), "manifest": str(self.manifest),
@@ -208,7 +213,7 @@ def _run_weights(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, 
         for source in (p.a, p.b):  # both hashed (B's weights CRC checked) before Keras loads anything
             job.sha256(source.path)
 
-    def check_written(temps) -> dict:
+    def check_written(temps) -> CheckReport:
         return weights_check.verify_numerically(wplan, temps[output], unsafe=job.unsafe,
                                                 custom_objects=job.custom_objects, data=data)
 
@@ -224,7 +229,7 @@ def _run_weights(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, 
     if integrity is not None:
         summary_lines.append(f"weights: {len(integrity['replaced'])} replaced with A's, "
                              f"{len(integrity['unchanged_sha256'])} others unchanged (sha256 of each checked)")
-    summary_lines.append(weights_check.summary(report) if report is not None else "not verified (--no-verify)")
+    summary_lines.append(report.summary() if report is not None else "not verified (--no-verify)")
     return SpliceResult(output, done.manifests[output], fmt, "weights", p, report, integrity, fast,
                         "\n".join(summary_lines))
 
@@ -291,7 +296,7 @@ def _save_live(model, temp: Path, fmt: str) -> None:
 def _run_chain(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *, verify, data=None, **_):
     from surgery.io import families
     from surgery.io.loading import load_model
-    from surgery.ops.splice.chain import build_chain, chain_summary, verify_chain
+    from surgery.ops.splice.chain import build_chain, verify_chain
 
     unsafe, custom_objects = job.unsafe, job.custom_objects
     job.check(_target(output, fmt))
@@ -300,7 +305,7 @@ def _run_chain(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
     notes = []
     if families.of_model(model_a).name != families.of_model(model_b).name:
         # One composite needs one Keras: the Keras 2 side is translated (as `convert` does).
-        from surgery.graph.translate import translate
+        from surgery.ops.translate import translate
 
         if families.of_model(model_a).name == "keras2":
             model_a, translated = translate(p.a, custom_objects=custom_objects, unsafe=unsafe)
@@ -316,7 +321,7 @@ def _run_chain(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
         job.step(f"writing {fmt}")
         _save_live(chain.model, temps[output], fmt)
 
-    def check_written(temps) -> dict:
+    def check_written(temps) -> CheckReport:
         written = load_model(str(temps[output]), unsafe=unsafe, custom_objects=custom_objects)
         return verify_chain(chain, written, model_a, model_b, p.pairs, data=data)
 
@@ -325,7 +330,7 @@ def _run_chain(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
         return _manifest(job, p, output, fmt, family.name, family.serialize(chain.model), extra)
 
     done = job.write(write, verify=check_written if verify else None, manifests=manifests)
-    summary = chain_summary(done.report) if done.report is not None else "not verified (--no-verify)"
+    summary = done.report.summary() if done.report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, done.manifests[output], fmt, "chain", p, done.report, None, False, summary)
 
@@ -344,7 +349,6 @@ def _run_prime(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
         capture,
         copy_weights,
         prime_config,
-        prime_summary,
         verify_primed,
     )
 
@@ -355,7 +359,7 @@ def _run_prime(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
     notes = []
     if families.of_model(model_b).name == "keras2":
         # The primed model is built from Keras 3 layers: B is translated first (as `convert` does).
-        from surgery.graph.translate import translate
+        from surgery.ops.translate import translate
 
         model_b, translated = translate(p.b, custom_objects=custom_objects, unsafe=unsafe)
         notes = ["B was translated from Keras 2 to Keras 3 (as `convert` does)", *translated]
@@ -373,9 +377,9 @@ def _run_prime(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
         job.step(f"writing {fmt}")
         _save_live(model, temps[output], fmt)
 
-    def check_written(temps) -> dict:
+    def check_written(temps) -> CheckReport:
         written = load_model(str(temps[output]), unsafe=unsafe, custom_objects=custom_objects)
-        return {**verify_primed(written, reference, primed, captured), "capture": capture_report}
+        return verify_primed(written, reference, primed, captured, capture_report)
 
     def manifests():
         states = []
@@ -392,9 +396,7 @@ def _run_prime(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, *,
 
     done = job.write(write, verify=check_written if verify else None, manifests=manifests)
     report = done.report
-    if report is not None:
-        report["ok"] = report["ok"] and capture_report["ok"]
-    summary = prime_summary(report) if report is not None else "not verified (--no-verify)"
+    summary = report.summary() if report is not None else "not verified (--no-verify)"
     summary = "\n".join([*(f"note: {n}" for n in notes), summary])
     return SpliceResult(output, done.manifests[output], fmt, "prime", p, report, None, False, summary)
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from surgery.io import families
 from surgery.check import tolerance
+from surgery.check.report import CheckReport, prefixed, raise_if_failed
 from surgery.io.artifact import ModelArtifact
-from surgery.errors import NotSupportedError, UsageError, VerificationError
+from surgery.errors import NotSupportedError, UsageError
 from surgery.ops.expose import transfer_weights
 from surgery.graph.rewire import rewire_states
 from surgery.graph.sites import Site, find_sites
@@ -219,7 +220,7 @@ def _input_like(keras, tensor, side: str, taken: set):
 
 
 def verify_chain(chain: Chain, written, model_a, model_b, pairs: list, *, batch: int = 4, seed: int = 0,
-                 data=None) -> dict:
+                 data=None) -> CheckReport:
     """The written composite equals running A, taking its states and feeding them to B;
     A's states equal the NumPy oracle; B's rewiring keeps B's own outputs identical."""
     from surgery.check.verify import random_inputs, verify
@@ -237,29 +238,27 @@ def verify_chain(chain: Chain, written, model_a, model_b, pairs: list, *, batch:
     a_report = verify(model_a, chain.source, chain.source_plan, source_sites, batch=batch, seed=seed, data=a_data)
     dest_sites = find_sites(family.serialize(chain.dest), family.name)
     b_report = verify(model_b, chain.dest, chain.dest_plan, dest_sites, batch=batch, seed=seed, data=b_data)
-    report = {
-        "ok": all(d == 0.0 for d in diffs) and a_report.ok and b_report.ok,
-        "composite_vs_a_then_b_max_abs_diff": diffs,
-        "a_outputs_identical": a_report.outputs_identical,
-        "a_state_oracle_max_abs_diff": a_report.state_errors,
-        "a_state_tolerance": {name: b.describe() for name, b in a_report.tolerances.items()},
-        "a_state_check": (tolerance.worst(a_report.checks.values()).describe("A's state(s) vs NumPy oracle")
-                          if a_report.checks else "A has no state outputs to check"),
-        "b_outputs_identical_with_zero_state": b_report.outputs_identical,
-        "batch": batch,
-    }
-    if not report["ok"]:
-        raise VerificationError(chain_summary(report))
-    return report
-
-
-def chain_summary(report: dict) -> str:
-    diffs = report["composite_vs_a_then_b_max_abs_diff"]
-    verdict = "verified" if report["ok"] else "VERIFICATION FAILED"
-    return (f"{verdict}: {len(diffs)} composite output(s) "
-            f"{'identical' if all(d == 0.0 for d in diffs) else 'differ'} to running A then B on A's states "
-            f"(max |diff| {max(diffs, default=0.0):.3g}); {report['a_state_check']}; "
-            f"B unchanged with zero state: {report['b_outputs_identical_with_zero_state']}")
+    exact = {f"composite output {i}": diff for i, diff in enumerate(diffs)}
+    checks = {}
+    for side, part in (("A", a_report), ("B", b_report)):
+        part_exact, part_checks = prefixed(side, part)
+        exact.update(part_exact)
+        checks.update(part_checks)
+    report = CheckReport(
+        what="the composite against running A then B on A's states; rewired A and B (zero state) against "
+             "their originals",
+        exact=exact, checks=checks, batch=batch, note=a_report.note or b_report.note,
+        exact_label="output(s)", checks_label="state output(s) vs NumPy oracle",
+        facts={
+            "composite_vs_a_then_b_max_abs_diff": diffs,
+            "a_outputs_identical": a_report.outputs_identical,
+            "a_state_oracle_max_abs_diff": a_report.state_errors,
+            "a_state_tolerance": {name: b.describe() for name, b in a_report.tolerances.items()},
+            "a_state_check": (tolerance.worst(a_report.checks.values()).describe("A's state(s) vs NumPy oracle")
+                              if a_report.checks else "A has no state outputs to check"),
+            "b_outputs_identical_with_zero_state": b_report.outputs_identical,
+        })
+    return raise_if_failed(report)
 
 
 def _diff(got, want) -> float:

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from surgery.io import families
-from surgery.errors import NotSupportedError, UsageError, VerificationError
+from surgery.check.report import CheckReport, prefixed, raise_if_failed
+from surgery.errors import NotSupportedError, UsageError
 from surgery.graph.level import Level, dialect_for
 from surgery.graph.rewire import RewirePlan, rewire_states
 
@@ -121,7 +122,7 @@ def data_shapes(data) -> dict:
 # Capturing A's states
 
 
-def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[list, dict]:
+def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[dict, CheckReport]:
     """Run A (rewired to output the chosen sites' states) on the data.
 
     Returns ({(site, role): array (1, *shape)} per pair, in B's state order as a flat list,
@@ -150,13 +151,11 @@ def capture(model_a, pairs: list, data, *, custom_objects=None) -> tuple[list, d
         for state, want in zip(site.states, expected):
             bound = tolerance.bound_for(state.dtype, steps=sequence_steps(sequence))
             checks[f"{site.name}_{state.role}"] = tolerance.compare(by_key[(site.name, state.role)], want, bound)
-    worst = tolerance.worst(checks.values())
-    report = {"oracle_max_abs_diff": {k: c.max_abs_diff for k, c in checks.items()},
-              "oracle_tolerance": {k: c.bound.describe() for k, c in checks.items()},
-              "oracle_check": worst.describe("A's captured states vs NumPy oracle"),
-              "ok": all(c.ok for c in checks.values())}
-    if not report["ok"]:
-        raise VerificationError(f"A's captured states differ from the NumPy oracle: {report['oracle_check']}")
+    report = raise_if_failed(CheckReport(
+        what="A's captured states", checks=checks, checks_label="state(s) vs NumPy oracle",
+        facts={"oracle_max_abs_diff": {k: c.max_abs_diff for k, c in checks.items()},
+               "oracle_tolerance": {k: c.bound.describe() for k, c in checks.items()},
+               "oracle_check": tolerance.worst(checks.values()).describe("A's captured states vs NumPy oracle")}))
     captured = {}
     for pair in pairs:
         for s_state, d_state in zip(pair.source.states, pair.dest.states):
@@ -367,9 +366,11 @@ def copy_weights(family, source, target, provided: dict) -> None:
             layer.set_weights(origin.get_weights())
 
 
-def verify_primed(written, reference, primed: Primed, captured: dict, *, batch: int = 4, seed: int = 0) -> dict:
+def verify_primed(written, reference, primed: Primed, captured: dict, capture: CheckReport | None = None, *,
+                  batch: int = 4, seed: int = 0) -> CheckReport:
     """B(x) with the primed state == B(x, initial_state=captured); with the override, passing
-    a state equals B(x, initial_state=that state)."""
+    a state equals B(x, initial_state=that state). `capture` (A's captured states vs the
+    oracle) joins the report as "captured <state>"."""
     from surgery.check.verify import random_inputs
 
     family = families.of_model(written)
@@ -385,35 +386,25 @@ def verify_primed(written, reference, primed: Primed, captured: dict, *, batch: 
     flags_off = [np.zeros((rows, 1), np.float32) for _ in primed.flags]
     got = family.call(written, x + extra_zero + flags_off)[:n_out]
     diffs = [_diff(g, e) for g, e in zip(got, expected)]
-    report = {"primed_vs_b_with_captured_state_max_abs_diff": diffs, "batch": rows}
+    exact = {f"primed output {i}": diff for i, diff in enumerate(diffs)}
+    facts = {"primed_vs_b_with_captured_state_max_abs_diff": diffs}
+    what = "the primed model against B run with initial_state=captured"
     if primed.override_inputs:
         rng = np.random.default_rng(seed + 1)
         passed = [(rng.standard_normal((rows, *s.shape)) * 0.5).astype(s.dtype) for s in primed.override_inputs]
         flags_on = [np.ones((rows, 1), np.float32) for _ in primed.flags]
         got_on = family.call(written, x + passed + flags_on)[:n_out]
         expected_on = family.call(reference, x + passed)
-        report["override_vs_b_with_passed_state_max_abs_diff"] = [_diff(g, e) for g, e in zip(got_on, expected_on)]
-    all_diffs = diffs + report.get("override_vs_b_with_passed_state_max_abs_diff", [])
-    report["ok"] = all(d == 0.0 for d in all_diffs)
-    if not report["ok"]:
-        raise VerificationError(prime_summary(report))
-    return report
-
-
-def prime_summary(report: dict) -> str:
-    diffs = report["primed_vs_b_with_captured_state_max_abs_diff"]
-    text = ("verified" if report["ok"] else "VERIFICATION FAILED") + (
-        f": {len(diffs)} output(s) of the primed model "
-        f"{'identical' if all(d == 0 for d in diffs) else 'differ'} to B run with initial_state=captured "
-        f"(max |diff| {max(diffs, default=0.0):.3g})")
-    over = report.get("override_vs_b_with_passed_state_max_abs_diff")
-    if over is not None:
-        text += (f"; override input {'identical' if all(d == 0 for d in over) else 'differs'} to B with the "
-                 f"passed state (max |diff| {max(over, default=0.0):.3g})")
-    capture = report.get("capture")
-    if capture:
-        text += "; " + capture["oracle_check"].replace("A's captured states", "captured states")
-    return text
+        over = [_diff(g, e) for g, e in zip(got_on, expected_on)]
+        exact.update({f"override output {i}": diff for i, diff in enumerate(over)})
+        facts["override_vs_b_with_passed_state_max_abs_diff"] = over
+        what += ", and with the override input against B run with the passed state"
+    checks = {}
+    if capture is not None:
+        checks = prefixed("captured", capture)[1]
+        facts["capture"] = capture.as_dict()
+    return raise_if_failed(CheckReport(what=what, exact=exact, checks=checks, batch=rows, facts=facts,
+                                       exact_label="output(s)", checks_label="captured state(s) vs NumPy oracle"))
 
 
 def _diff(got, want) -> float:

@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from surgery.check.report import CheckReport, raise_if_failed
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import UnreadableModelError, VerificationError
 from surgery.io.formats import keras_zip
@@ -187,7 +188,7 @@ def _byte_chunks(arrays: Iterator[np.ndarray]) -> Iterator[memoryview]:
 
 
 def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom_objects=None, batch: int = 4,
-                       seed: int = 0, data=None) -> dict:
+                       seed: int = 0, data=None) -> CheckReport:
     """Reload the written model and check it three ways.
 
     1. every layer of the reloaded model holds exactly what it should: A's converted weights
@@ -269,26 +270,18 @@ def verify_numerically(plan: WeightsPlan, written: Path, *, unsafe=False, custom
                                         scale=tolerance.magnitude([*_flat(want), *_flat(_states)]))
             checks[site_name] = tolerance.worst(tolerance.compare(g, w, bound)
                                                 for g, w in zip(_flat(got), _flat(want)))
-    ok = all(d == 0.0 for d in output_diffs) and all(c.ok for c in checks.values())
-    report = {"ok": ok, "layers_checked": layers_checked, "outputs_identical": all(d == 0.0 for d in output_diffs),
-              "output_max_abs_diff": output_diffs,
-              "oracle_max_abs_diff": {k: c.max_abs_diff for k, c in checks.items()},
-              "oracle_tolerance": {k: c.bound.describe() for k, c in checks.items()},
-              "oracle_check": tolerance.worst(checks.values()).describe(
-                  f"{len(checks)} spliced call(s) vs NumPy oracle with A's weights"),
-              "batch": len(values[0]) if values else batch, "note": note}
-    if not ok:
-        raise VerificationError(summary(report))
-    return report
-
-
-def summary(report: dict) -> str:
-    verdict = "verified" if report["ok"] else "VERIFICATION FAILED"
-    return (f"{verdict}: {report['layers_checked']} layer(s) hold exactly the expected weights; "
-            f"{len(report['output_max_abs_diff'])} output(s) "
-            f"{'identical' if report['outputs_identical'] else 'differ'} to B with A's weights set by Keras "
-            f"(max |diff| {max(report['output_max_abs_diff'], default=0.0):.3g}); "
-            f"{report['oracle_check']}" + (f"; {report['note']}" if report.get("note") else ""))
+    return raise_if_failed(CheckReport(
+        what=f"the written model against B with A's weights set by Keras; {layers_checked} layer(s) hold exactly "
+             "the expected weights",
+        exact={f"output {i}": diff for i, diff in enumerate(output_diffs)}, checks=checks,
+        batch=len(values[0]) if values else batch, note=note,
+        exact_label="output(s)", checks_label="spliced call(s) vs NumPy oracle with A's weights",
+        facts={"layers_checked": layers_checked, "outputs_identical": all(d == 0.0 for d in output_diffs),
+               "output_max_abs_diff": output_diffs,
+               "oracle_max_abs_diff": {k: c.max_abs_diff for k, c in checks.items()},
+               "oracle_tolerance": {k: c.bound.describe() for k, c in checks.items()},
+               "oracle_check": tolerance.worst(checks.values()).describe(
+                   f"{len(checks)} spliced call(s) vs NumPy oracle with A's weights")}))
 
 
 def reference_layer(model, path: str):

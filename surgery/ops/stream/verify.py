@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from surgery.check import tolerance as tol_policy
-from surgery.errors import UsageError, VerificationError
+from surgery.check.report import CheckReport, raise_if_failed  # noqa: F401  (raise_if_failed re-exported)
+from surgery.errors import UsageError
 from surgery.io.quiet import import_tensorflow, quiet
 from surgery.check.verify import input_id_limits
 from surgery.ops.stream.plan import SEQ, STATIC, STEP, StreamPlan
@@ -32,25 +33,27 @@ VERIFY_BATCHES = (1, 8)
 
 
 @dataclass
-class StreamReport:
-    """Max abs errors of streaming against the full-sequence model.
+class StreamReport(CheckReport):
+    """Streaming against the full-sequence model (surgery.check.report.CheckReport): `checks`
+    holds the worst comparison per compared value, all under one bound (`tolerance`).
 
     runs: one entry per (steps, batch, initial state): `outputs` (every step vs the
     full-sequence model with the same initial state), `states` (after chunks at checkpoints
     vs the full-sequence model's final states on that prefix), `original` (zero initial
-    state: vs the untouched original model on prefixes).
+    state: vs the untouched original model on prefixes); each max |diff| per name.
     backends: the same comparisons for exported artifacts (SavedModel, TFLite), and
     against the Keras step model for TFLite.
     """
 
-    length: int
-    tolerance: tol_policy.Bound | float  # the policy's bound; a float is a fixed absolute bound
+    length: int = 0
+    tolerance: tol_policy.Bound | float = 0.0  # the policy's bound; a float is a fixed absolute bound
     runs: list[dict] = field(default_factory=list)
     backends: dict[str, dict] = field(default_factory=dict)
-    checks: dict[str, tol_policy.Comparison] = field(default_factory=dict)  # worst per compared value
+    checks_label: str = "compared value(s)"
 
     def __post_init__(self):
         self.tolerance = tol_policy.as_bound(self.tolerance)
+        self.what = self.what or f"streaming against the full-sequence model (T={self.length})"
 
     def check(self, key: str, got, want) -> float:
         """Compare elementwise under the report's bound, keep the worst per key; max |diff|."""
@@ -74,10 +77,6 @@ class StreamReport:
     def state_errors(self) -> dict[str, float]:
         return self._worst(r["states"] for r in self.runs)
 
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks.values())
-
     def configurations(self) -> str:
         steps = sorted({r["steps"] for r in self.runs})
         batches = sorted({r["batch"] for r in self.runs})
@@ -85,10 +84,8 @@ class StreamReport:
         return (f"T={self.length}, K {', '.join(map(str, steps))}, batch {', '.join(map(str, batches))}, "
                 f"{' and '.join(inits)} initial state")
 
-    def summary(self) -> str:
-        verdict = "verified streaming" if self.ok else "STREAMING VERIFICATION FAILED"
-        lines = [f"{verdict} ({self.configurations()}) against the full-sequence model, "
-                 f"within {self.tolerance.describe()} elementwise:"]
+    def detail_lines(self) -> list[str]:
+        lines = [f"  runs: {self.configurations()}"] if self.runs else []
         for name, err in self.output_errors.items():
             lines.append(f"  output {name}: max |err| {err:.3g}")
         for name, err in self.state_errors.items():
@@ -101,19 +98,15 @@ class StreamReport:
             if "vs_keras_step" in result:
                 text += f"; vs Keras step model max |err| {max(result['vs_keras_step'].values(), default=0.0):.3g}"
             lines.append(text)
-        if self.checks:
-            lines.append("  " + tol_policy.worst(self.checks.values()).describe("nearest its bound"))
         bad = [key for key, c in self.checks.items() if not c.ok]
         if bad:
             lines.append("  out of bound: " + "; ".join(self.checks[k].describe(k) for k in bad))
-        return "\n".join(lines)
+        return lines
 
-    def as_dict(self) -> dict:
+    def details(self) -> dict:
         return {
-            "ok": self.ok,
             "length": self.length,
             "tolerance": self.tolerance.describe(),
-            "checks": {key: c.as_dict() for key, c in self.checks.items()},
             "output_max_abs_err": self.output_errors,
             "state_max_abs_err": self.state_errors,
             "runs": self.runs,
@@ -352,12 +345,6 @@ def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: Stre
                         report.check(f"{name} vs Keras step model: {out_name}", got, want))
     report.backends[name] = result
     return result
-
-
-def raise_if_failed(report: StreamReport) -> StreamReport:
-    if not report.ok:
-        raise VerificationError(report.summary())
-    return report
 
 
 # --------------------------------------------------------------------------------------
