@@ -126,3 +126,27 @@ def test_strip_removes_wrappers_and_keeps_sparsity_and_clusters(tmp_path):
     assert clustered.report.ok
     kernel = _lstm(load_model(tmp_path / "c.keras")).get_weights()[0]
     assert len(np.unique(kernel)) == CATALOG["k2_clustered.h5"]["kernel_unique_values_clustered"]
+
+
+def test_convert_reports_one_check_and_fails_when_the_written_file_is_not_the_translation(tmp_path):
+    """convert's verification is the one report type: the written file's outputs are claimed
+    bit-exact against the translation, the translation is judged against the Keras 2 original."""
+    from surgery.ops.convert import verify_written
+    from surgery.ops.translate import translate
+
+    source = KERAS2 / "k2_functional.h5"
+    result = convert_file(source, tmp_path / "c.keras")
+    report = result.report
+    assert report.ok and report.exact and set(report.exact.values()) == {0.0}
+    assert report.checks and all(name.startswith("original output") for name in report.checks)
+    assert result.max_abs_diff == max(c.max_abs_diff for c in report.checks.values())
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["verification"]["ok"] and manifest["verification"]["exact"] == report.exact
+
+    # An in-memory translation that is not what the file holds: the exact claim fails.
+    model, _notes = translate(read_artifact(source))
+    layer = next(layer for layer in model.layers if layer.weights)
+    layer.set_weights([w + 0.01 for w in layer.get_weights()])
+    broken = verify_written(read_artifact(source), result.output, model, unsafe=False, custom_objects=None)
+    assert not broken.ok and max(broken.exact.values()) > 0
+    assert broken.summary().startswith("VERIFICATION FAILED") and "written output" in broken.summary()

@@ -40,7 +40,8 @@ def convert(models, output, verify, force, data, unsafe, custom_objects_file, pl
         draw([model, result.output], plot_path, [f"before: {Path(model).name}", f"after: {result.output.name}"])
         if as_json:
             emit({"ok": True, "output": str(result.output), "manifest": str(result.manifest),
-                  "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check})
+                  "notes": result.notes, "max_abs_diff_vs_keras2": result.max_abs_diff, "check": result.check,
+                  "verification": result.report.as_dict() if result.report is not None else None})
             return
         click.echo(f"wrote {result.output} (Keras 3) and {result.manifest.name}")
         for note in result.notes:
@@ -48,7 +49,7 @@ def convert(models, output, verify, force, data, unsafe, custom_objects_file, pl
         if not result.verified:
             click.echo("not verified (--no-verify)")
         else:
-            click.echo(f"verified: the written file reproduces the translation exactly; {result.check}")
+            click.echo(result.check)
 
     exit_with(dispatch(models, one, as_json=as_json, describe=describe_error, progress=progress,
                        emit_json=emit_json))

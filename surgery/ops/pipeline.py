@@ -198,7 +198,7 @@ class WriteJob:
             if verify is not None:
                 self.step(verify_step)
                 report = verify(temps)
-                _raise_if_failed(report)
+                raise_if_failed(report)
             documents = {Path(target): fields if isinstance(fields, dict) else self._manifest(target, fields, report)
                          for target, fields in manifests().items()}
             placed = staged.commit(documents)
@@ -209,20 +209,7 @@ class WriteJob:
         return writers.build_manifest(
             artifact=target, fmt=fields.fmt, family=fields.family, operation=self.operation, plan=fields.plan,
             source=source, source_sha256=self.sha256(source), model_inputs=fields.model_inputs,
-            model_outputs=fields.model_outputs, extra={**fields.extra, "verification": _report_dict(report)})
-
-
-def _report_dict(report):
-    # convert's verification is still a plain dict; every other report is a CheckReport.
-    if report is None or isinstance(report, dict):
-        return report
-    return report.as_dict()
-
-
-def _raise_if_failed(report) -> None:
-    if isinstance(report, dict):  # convert's own check raises before it returns one
-        return
-    raise_if_failed(report)
+            model_outputs=fields.model_outputs, extra={**fields.extra, "verification": None if report is None else report.as_dict()})
 
 
 def _missing_directories(directory: Path) -> list[Path]:

@@ -209,8 +209,12 @@ class Plain:
     model: object
     found: StateIO
     translated: bool = False          # a Keras 2 model translated to Keras 3 on the way
-    translation_check: str | None = None  # the check of the translation against the Keras 2 original
+    translation: object | None = None  # CheckReport: the translation against the Keras 2 original
     notes: tuple = ()
+
+    @property
+    def translation_check(self) -> str | None:
+        return self.translation.summary() if self.translation is not None else None
 
     def report_lines(self) -> list[str]:
         lines = []
@@ -224,7 +228,9 @@ class Plain:
     def as_dict(self) -> dict:
         return {"reused_state_outputs": list(self.found.outputs), "reused_state_inputs": list(self.found.inputs),
                 "reused_from": self.found.source if self.found else None, "translated_from_keras2": self.translated,
-                "translation_check": self.translation_check, "translation_notes": list(self.notes)}
+                "translation_check": self.translation_check,
+                "translation_verification": self.translation.as_dict() if self.translation is not None else None,
+                "translation_notes": list(self.notes)}
 
 
 def plain_model(source, *, keras3: bool = False, unsafe: bool = False, custom_objects=None, progress=None) -> Plain:
@@ -232,11 +238,10 @@ def plain_model(source, *, keras3: bool = False, unsafe: bool = False, custom_ob
     translate a Keras 2 model to Keras 3, checked against the (plain) Keras 2 original."""
     from surgery.io import families
     from surgery.io.artifact import ModelArtifact
-    from surgery.io.loading import load_model
-
-    from surgery.ops import convert
-
+    from surgery.check.report import raise_if_failed
     from surgery.io import formats
+    from surgery.io.loading import load_model
+    from surgery.ops import translation_check
     from surgery.ops.translate import translate, translate_live
 
     step = progress or (lambda _message: None)
@@ -255,39 +260,9 @@ def plain_model(source, *, keras3: bool = False, unsafe: bool = False, custom_ob
     if artifact is not None and not found:
         # The file's own config and weights: the path `convert` takes (cuDNN layouts, old forms).
         translated, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe)
-        reason = convert.cannot_run_here(artifact)
-        if reason is not None:
-            from surgery.check.verify import random_inputs
-
-            check = convert.oracle_check(artifact, translated, random_inputs(translated, batch=4),
-                                         unsafe=unsafe, custom_objects=custom_objects)
-            text = check.describe(f"the Keras 2 original cannot run here ({reason}): its recurrent layers "
-                                  "vs the NumPy oracle on the file's own weights")
-            if not check.ok:
-                from surgery.errors import VerificationError
-
-                raise VerificationError(text)
-            return Plain(translated, found, True, text, tuple(notes))
+        check = translation_check.check_translation(translated, original=model, artifact=artifact,
+                                                    unsafe=unsafe, custom_objects=custom_objects)
     else:
         translated, notes = translate_live(model, custom_objects=custom_objects)
-    return Plain(translated, found, True, check_translation(model, translated), tuple(notes))
-
-
-def check_translation(original, translated) -> str:
-    """One line: the Keras 3 translation against the Keras 2 original on random inputs
-    (VerificationError when it differs beyond the tolerance policy)."""
-    from surgery.io import families
-    from surgery.check import tolerance
-    from surgery.errors import VerificationError
-    from surgery.check.verify import random_inputs, sequence_steps
-
-    values = random_inputs(translated, batch=4)
-    reference = families.of_model(original).call(original, values)
-    got = families.of_model(translated).call(translated, values)
-    steps = max((sequence_steps(v) for v in values), default=1)
-    check = tolerance.worst(tolerance.compare(b, a, tolerance.bound_for(a.dtype, steps=steps))
-                            for a, b in zip(reference, got))
-    text = check.describe("outputs vs the Keras 2 original")
-    if not check.ok:
-        raise VerificationError(f"the Keras 3 translation differs from the Keras 2 original: {text}")
-    return text
+        check = translation_check.check_translation(translated, original=model)
+    return Plain(translated, found, True, raise_if_failed(check), tuple(notes))
