@@ -409,7 +409,8 @@ def test_cli_tflite_at_a_fixed_batch_is_as_lean_as_a_hand_built_step(keras, tmp_
     x, h, c = (rng.standard_normal(shape).astype("float32") for shape in [(1, 1, 32), (1, 256), (1, 256)])
     ours = tflite.SignatureStep(tflite.load_interpreter(lite.read_bytes()), ["input_layer", "lstm_h_in", "lstm_c_in"],
                                 ["dense", "lstm_h", "lstm_c"])([x, h, c])
-    theirs = tflite.SignatureStep(tflite.load_interpreter(hand_content), ["x", "h_in", "c_in"], ["y", "h", "c"])([x, h, c])
+    theirs = tflite.SignatureStep(tflite.load_interpreter(hand_content), ["x", "h_in", "c_in"],
+                                  ["y", "h", "c"])([x, h, c])
     for got, want in zip(ours, theirs):
         assert got.shape == want.shape and np.max(np.abs(got - want)) <= TOL
 

@@ -410,7 +410,8 @@ class CarriedStep:
 
     def __init__(self, interpreter, names_in, names_out, carried: int, signature_key: str = "serving_default"):
         if not 0 <= carried <= min(len(names_in), len(names_out)):
-            raise UsageError(f"cannot carry {carried} states between {len(names_out)} outputs and {len(names_in)} inputs")
+            raise UsageError(f"cannot carry {carried} states between {len(names_out)} outputs and "
+                             f"{len(names_in)} inputs")
         subgraph, ins, outs, _dtypes = _signature_indices(interpreter, names_in, names_out, signature_key)
         if not self.fits(interpreter, subgraph):
             raise UsageError("the TFLite model has tensors of dynamic shape: its states cannot stay in place")
