@@ -407,8 +407,9 @@ def test_cli_tflite_at_a_fixed_batch_is_as_lean_as_a_hand_built_step(keras, tmp_
     # The hand-built graph is the same step: the same outputs and states on the same values.
     rng = np.random.default_rng(0)
     x, h, c = (rng.standard_normal(shape).astype("float32") for shape in [(1, 1, 32), (1, 256), (1, 256)])
-    ours = tflite.SignatureStep(tflite.load_interpreter(lite.read_bytes()), ["input_layer", "lstm_h_in", "lstm_c_in"],
-                                ["dense", "lstm_h", "lstm_c"])([x, h, c])
+    signature = json.loads((tmp_path / "lstm256.step.manifest.json").read_text())["signatures"]["serving_default"]
+    ours = tflite.SignatureStep(tflite.load_interpreter(lite.read_bytes()), signature["inputs"],
+                                signature["outputs"])([x, h, c])  # x, h, c in; y, h, c out
     theirs = tflite.SignatureStep(tflite.load_interpreter(hand_content), ["x", "h_in", "c_in"],
                                   ["y", "h", "c"])([x, h, c])
     for got, want in zip(ours, theirs):
