@@ -162,4 +162,39 @@ def test_masked_model_per_step_output_equals_the_original_on_prefixes():
         assert np.max(np.abs(ys[t - 1] - expected)) <= TOL, t
 
 
+def test_states_kept_in_the_interpreter_step_like_the_general_path(streaming_model):
+    """At a fixed batch the TFLite states stay in the interpreter and a (batch, features) step
+    takes the short path: it gives exactly what the general path (3-D input, float64 cast)
+    gives, returns arrays the next step does not overwrite, and a bad input leaves it intact."""
+    from surgery import StreamSession
+    from surgery.errors import UsageError
+
+    short, general = StreamSession(streaming_model), StreamSession(streaming_model)
+    assert short.backend == general.backend == "tflite"
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 40, 4)).astype("float32")
+    init = {name: (rng.standard_normal(v.shape) * 0.5).astype("float32") for name, v in short.state.items()}
+    short.set_state(init)
+    general.set_state(init)
+    ys, snapshots = [], []
+    for t in range(40):
+        ys.append(short.step(x[:, t]))
+        snapshots.append((ys[-1].copy(), short.state))
+        expected = general.step(x[:, t:t + 1].astype("float64"))[:, 0]
+        assert np.array_equal(ys[-1], expected), t
+        assert all(np.array_equal(short.state[k], general.state[k]) for k in init), t
+        if t == 20:
+            with pytest.raises(UsageError, match="does not fit"):
+                short.step(np.zeros((1, 5), "float32"))
+            with pytest.raises(UsageError, match="batch"):
+                short.step(np.zeros((2, 4), "float32"))
+    for y, (copy, state) in zip(ys, snapshots):  # nothing returned was overwritten later
+        assert np.array_equal(y, copy)
+    assert not np.array_equal(snapshots[0][1]["lstm_h"], short.state["lstm_h"])
+    expected, states = _reference(streaming_model, x, [init[n] for n in ["lstm_h", "lstm_c", "lstm_1_h", "lstm_1_c"]])
+    assert np.max(np.abs(np.stack(ys, axis=1) - expected)) <= TOL
+    for name, value in states.items():
+        assert np.max(np.abs(short.state[name] - value)) <= TOL
+
+
 # Per-step latency is measured by benchmarks/stream_latency.py, never asserted in tests.

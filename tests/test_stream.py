@@ -382,3 +382,69 @@ def test_cli_stream_errors(tmp_path, args, code, text):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_tflite_at_a_fixed_batch_is_as_lean_as_a_hand_built_step(keras, tmp_path):
+    """`stream --tflite --batch-size 1` of Input -> LSTM(256) -> Dense: no more ops than the same
+    step written by hand in TensorFlow (benchmarks/stream_latency.py), both counted from the
+    converted flatbuffers, and both compute the same step."""
+    from surgery.io import tflite
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import stream_latency
+
+    model = stream_latency.build_model(keras)
+    model.save(tmp_path / "lstm256.keras")
+    lite = tmp_path / "lstm256.tflite"
+    result = cli("stream", tmp_path / "lstm256.keras", "-o", tmp_path / "lstm256.step", "--tflite", lite,
+                 "--batch-size", "1")
+    assert result.returncode == 0, result.stderr
+    exported = tflite.op_report(lite.read_bytes())
+    hand_content = stream_latency.hand_built_tflite(model)
+    hand = tflite.op_report(hand_content)
+    assert exported.builtin_only and hand.builtin_only
+    assert sum(exported.ops.values()) <= sum(hand.ops.values()), (exported.summary(), hand.summary())
+    # The hand-built graph is the same step: the same outputs and states on the same values.
+    rng = np.random.default_rng(0)
+    x, h, c = (rng.standard_normal(shape).astype("float32") for shape in [(1, 1, 32), (1, 256), (1, 256)])
+    signature = json.loads((tmp_path / "lstm256.step.manifest.json").read_text())["signatures"]["serving_default"]
+    ours = tflite.SignatureStep(tflite.load_interpreter(lite.read_bytes()), signature["inputs"],
+                                signature["outputs"])([x, h, c])  # x, h, c in; y, h, c out
+    theirs = tflite.SignatureStep(tflite.load_interpreter(hand_content), ["x", "h_in", "c_in"],
+                                  ["y", "h", "c"])([x, h, c])
+    for got, want in zip(ours, theirs):
+        assert got.shape == want.shape and np.max(np.abs(got - want)) <= TOL
+
+
+@pytest.mark.parametrize("name", ["lstm_masking.keras", "lstm_embedding_mask.keras", "rnn_stacked_cells.keras",
+                                  "gru.keras", "convlstm2d.keras", "streaming.keras"])
+def test_lean_trace_gives_exactly_the_numbers_of_keras_own_trace(load, name):
+    """The lean trace TFLite conversion uses (recurrences taken along the time axis, masked steps
+    selected against a scalar zero) computes bit for bit what Keras' own unrolled trace does,
+    masks in the middle and at the end included."""
+    from surgery.check.verify import input_id_limits
+    from surgery.io import tflite
+    from surgery.io.quiet import import_tensorflow, quiet
+    from surgery.ops import stream
+
+    model = load(name)
+    for steps, batch in [(1, 1), (6, 3)]:
+        step, plan = stream.build_step_model(model, steps=steps, batch_size=batch)
+        values = stream.stream_inputs(step.inputs, plan, batch=batch, length=steps, seed=3,
+                                      limits=input_id_limits(step))
+        if steps > 1:  # zeros (masked where the model masks them) in the middle of row 0, at the end of row 1
+            values[0][0, 2:4] = 0
+            values[0][1, -2:] = 0
+        values += stream.initial_states(plan, batch=batch, random=True, seed=4)
+        expected = stream.compiled_call(step)(values)
+        with tflite.lean_trace():
+            got = stream.compiled_call(step)(values)
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected)), (name, steps)
+    # And the converted graphs: lean (what convert writes) and as Keras traces it.
+    module, functions = tflite.external_functions(step, plan, lean=False)
+    with quiet():
+        plain = import_tensorflow().lite.TFLiteConverter.from_concrete_functions(functions, module).convert()
+    lean = tflite.convert(step, plan)
+    assert sum(lean.report.ops.values()) <= sum(tflite.op_report(plain).ops.values())
+    for got, want in zip(tflite.external_step(lean.content, plan)(values), tflite.external_step(plain, plan)(values)):
+        assert np.array_equal(got, want), name

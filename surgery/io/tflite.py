@@ -10,6 +10,11 @@ resource variables, which the interpreter leaves uninitialized).
 
 Builtin ops are tried first; only if that fails are TensorFlow (Flex) ops allowed, and the
 report says which ones were needed.
+
+An unrolled step model is traced *lean* (see `lean_trace`, `external_functions`): the same
+arithmetic in the same order, without the layout ops Keras adds around a short unrolled loop or
+for a batch of one, so that at a fixed batch the graph is as small as the same step written by
+hand.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from surgery.errors import NotSupportedError, UsageError
-from surgery.io.quiet import import_tensorflow, quiet
+from surgery.io.quiet import import_keras, import_tensorflow, quiet
 
 # Ops that run a whole recurrent layer in one kernel.
 FUSED_RECURRENT_OPS = frozenset({
@@ -138,8 +143,10 @@ def _named(function, name: str):
     return function
 
 
-def external_functions(step_model, plan):
-    """(tf.Module keeping the weights alive, [concrete `serving_default`])."""
+def external_functions(step_model, plan, *, lean: bool = False):
+    """(tf.Module keeping the weights alive, [concrete `serving_default`]).
+
+    lean: trace under `lean_trace` (the signature keeps the step model's static shapes)."""
     tf = import_tensorflow()
     module = tf.Module()
     module.model = step_model
@@ -147,16 +154,104 @@ def external_functions(step_model, plan):
     specs = [tf.TensorSpec(list(t.shape), t.dtype, name=name) for t, name in zip(step_model.inputs, plan.input_names)]
     output_names = list(plan.output_names)
     count = len(step_model.inputs)
+    hide_batch = lean and all(spec.shape.rank and spec.shape[0] is not None for spec in specs)
 
     def serving_default(*values):
+        if hide_batch:
+            # Keras traced at batch 1 takes its "looks like a bias" path for h.U (Squeeze and
+            # BiasAdd: a RESHAPE and an unfused ADD in TFLite). Traced with the batch unknown,
+            # it takes its general path; the converter's shape inference restores the static
+            # batch of the signature and folds what the unknown batch added.
+            values = [tf.compat.v1.placeholder_with_default(v, [None, *v.shape[1:]]) for v in values]
         outputs = step_model(list(values) if count > 1 else values[0], training=False)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         return {name: tensor for name, tensor in zip(output_names, outputs)}
 
     function = tf.function(_named(serving_default, "serving_default"), input_signature=specs)
     module.serve = function
-    with quiet():
+    with quiet(), (lean_trace() if lean else contextlib.nullcontext()):
         return module, [function.get_concrete_function()]
+
+
+@contextlib.contextmanager
+def lean_trace():
+    """Within the block, Keras runs an unrolled recurrence over a fixed number of steps without
+    its time-major layout: each step (and its mask) is taken along the time axis, a squeeze for
+    one step and an unstack otherwise, and the outputs are put back the same way, instead of
+    transposing batch and time, unstacking and stacking; a masked step selects against a scalar
+    zero instead of a zeros-like tensor. The step function sees the same values in the same
+    order and every selection picks the same values, so the numbers are identical; a one-step
+    graph loses its UNPACK, RESHAPE and ZEROS_LIKE ops. Reversed, nested, time-major or
+    while-loop recurrences, or ones with constants, run Keras' own.
+
+    Keras' recurrent layers call `keras.src.backend.rnn`, looked up at call time: the block
+    swaps that function and puts it back. Another thread tracing a recurrent layer meanwhile
+    gets the same numbers by the same route.
+    """
+    try:
+        from keras.src import backend
+    except ImportError:  # a Keras without that layout: trace as it is
+        backend = None
+    original = getattr(backend, "rnn", None)
+    if original is None:
+        yield
+        return
+    backend.rnn = _lean_rnn(original)
+    try:
+        yield
+    finally:
+        backend.rnn = original
+
+
+def _lean_rnn(original):
+    """keras.src.backend.tensorflow.rnn.rnn, unrolled and batch-major (see lean_trace)."""
+    tf = import_tensorflow()
+    tree = import_keras().tree
+
+    def along_time(tensor, steps):
+        return [tf.squeeze(tensor, axis=1)] if steps == 1 else tf.unstack(tensor, num=steps, axis=1)
+
+    def broadcastable(mask, like):  # (batch, 1) -> as many axes as `like`, for tf.where to broadcast
+        for _ in range(len(like.shape) - len(mask.shape)):
+            mask = tf.expand_dims(mask, -1)
+        return mask
+
+    def rnn(step_function, inputs, initial_states, go_backwards=False, mask=None, constants=None, unroll=False,
+            input_length=None, time_major=False, zero_output_for_mask=False, return_all_outputs=True):
+        steps = inputs.shape[1] if tf.is_tensor(inputs) and (inputs.shape.rank or 0) >= 3 else None
+        last_only_zeroed = mask is not None and zero_output_for_mask and not return_all_outputs
+        if not unroll or not steps or go_backwards or constants or time_major or last_only_zeroed:
+            return original(step_function, inputs, initial_states, go_backwards=go_backwards, mask=mask,
+                            constants=constants, unroll=unroll, input_length=input_length, time_major=time_major,
+                            zero_output_for_mask=zero_output_for_mask, return_all_outputs=return_all_outputs)
+        if mask is not None:
+            mask = mask if mask.dtype == tf.bool else tf.cast(mask, tf.bool)
+            mask = tf.expand_dims(mask, -1) if len(mask.shape) == 2 else mask  # (batch, time, 1)
+            masks = along_time(mask, steps)
+        states = tuple(initial_states)
+        outputs = []
+        for t, x in enumerate(along_time(inputs, steps)):
+            output, new_states = step_function(x, tuple(states))
+            if mask is None:
+                states = new_states
+            else:  # a masked step keeps the previous output (zeros before the first) and states
+                keep = masks[t]
+                previous = outputs[-1] if outputs else tf.zeros((), output.dtype)
+                output = tf.where(broadcastable(keep, output), output, previous)
+                flat = [tf.where(broadcastable(keep, new), new, old)
+                        for new, old in zip(tree.flatten(new_states), tree.flatten(states))]
+                states = tree.pack_sequence_as(states, flat)
+            outputs.append(output)
+        last = outputs[-1]
+        kept = outputs if return_all_outputs else outputs[-1:]
+        stacked = tf.expand_dims(kept[0], 1) if len(kept) == 1 else tf.stack(kept, axis=1)
+        if mask is not None and zero_output_for_mask:
+            zero = tf.zeros((), last.dtype)
+            last = tf.where(broadcastable(masks[-1], last), last, zero)
+            stacked = tf.where(broadcastable(mask, stacked), stacked, zero)
+        return last, stacked, states
+
+    return rnn
 
 
 @dataclass(frozen=True)
@@ -169,18 +264,20 @@ class Converted:
 def convert(step, plan=None, *, allow_flex: bool = True) -> Converted:
     """Convert an external step model (with its StreamPlan) or a StatefulStepModel.
 
-    Builtin ops only where possible; with allow_flex, falls back to TensorFlow ops.
+    Builtin ops only where possible; with allow_flex, falls back to TensorFlow ops. An unrolled
+    external step model is traced lean first (`lean_trace`), as Keras traces it if that fails to
+    convert.
     """
     tf = import_tensorflow()
     internal = hasattr(step, "signatures") and hasattr(step, "state_variables")
-    if internal:
-        trackable, functions = step, list(step.signatures().values())
-    else:
-        if plan is None:
-            raise UsageError("converting an external step model needs its StreamPlan")
-        trackable, functions = external_functions(step, plan)
+    if not internal and plan is None:
+        raise UsageError("converting an external step model needs its StreamPlan")
 
-    def attempt(ops):
+    def attempt(ops, lean):
+        if internal:
+            trackable, functions = step, list(step.signatures().values())
+        else:
+            trackable, functions = external_functions(step, plan, lean=lean)
         converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, trackable)
         converter.target_spec.supported_ops = ops
         if internal:
@@ -188,18 +285,22 @@ def convert(step, plan=None, *, allow_flex: bool = True) -> Converted:
         with quiet(), contextlib.redirect_stdout(io.StringIO()):
             return converter.convert()
 
-    try:
-        content = attempt([tf.lite.OpsSet.TFLITE_BUILTINS])
-        flex = False
-    except Exception as builtin_error:  # ConverterError: some op has no builtin kernel
+    # Lean only for unrolled recurrences: a while loop traced at an unknown batch keeps
+    # TensorLists of unknown shape, which builtin ops cannot hold.
+    traces = (True, False) if not internal and plan.unrolled else (False,)
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    error = None
+    for flex, ops in [(False, builtins)] + ([(True, builtins + [tf.lite.OpsSet.SELECT_TF_OPS])] if allow_flex else []):
+        for lean in traces:
+            try:
+                content = attempt(ops, lean)
+            except Exception as failure:  # ConverterError: some op has no builtin kernel
+                error = failure
+                continue
+            return Converted(content, op_report(content), flex)
         if not allow_flex:
-            raise NotSupportedError(f"TFLite conversion with builtin ops failed: {_one_line(builtin_error)}") from None
-        try:
-            content = attempt([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
-            flex = True
-        except Exception as error:
-            raise NotSupportedError(f"TFLite conversion failed: {_one_line(error)}") from None
-    return Converted(content, op_report(content), flex)
+            raise NotSupportedError(f"TFLite conversion with builtin ops failed: {_one_line(error)}") from None
+    raise NotSupportedError(f"TFLite conversion failed: {_one_line(error)}") from None
 
 
 def _one_line(error: Exception) -> str:
@@ -238,6 +339,21 @@ def load_interpreter(content: bytes, *, num_threads: int = 1, needs_flex: bool |
         return interpreter
 
 
+def _signature_indices(interpreter, names_in, names_out, signature_key: str):
+    """(subgraph, input tensor indices, output tensor indices, input dtypes), looked up by name."""
+    signatures = interpreter.get_signature_list()
+    if signature_key not in signatures:
+        raise UsageError(f"the TFLite model has no signature {signature_key!r}; it has {sorted(signatures)}")
+    runner = interpreter.get_signature_runner(signature_key)
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    unknown = [n for n in names_in if n not in inputs] + [n for n in names_out if n not in outputs]
+    if unknown:
+        raise UsageError(f"signature {signature_key!r} has no tensor named {unknown[0]!r}; "
+                         f"inputs {sorted(inputs)}, outputs {sorted(outputs)}")
+    return (runner._subgraph_index, [inputs[n]["index"] for n in names_in], [outputs[n]["index"] for n in names_out],
+            [inputs[n]["dtype"] for n in names_in])
+
+
 class SignatureStep:
     """Runs one signature of a TFLite model, every tensor bound by its signature name.
 
@@ -247,27 +363,16 @@ class SignatureStep:
     """
 
     def __init__(self, interpreter, names_in, names_out, signature_key: str = "serving_default"):
-        signatures = interpreter.get_signature_list()
-        if signature_key not in signatures:
-            raise UsageError(f"the TFLite model has no signature {signature_key!r}; it has {sorted(signatures)}")
-        runner = interpreter.get_signature_runner(signature_key)
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        unknown = [n for n in names_in if n not in inputs] + [n for n in names_out if n not in outputs]
-        if unknown:
-            raise UsageError(f"signature {signature_key!r} has no tensor named {unknown[0]!r}; "
-                             f"inputs {sorted(inputs)}, outputs {sorted(outputs)}")
         self.interpreter = interpreter
-        self.runner = runner
         self.names_in = list(names_in)
         self.names_out = list(names_out)
         self._wrapper = interpreter._interpreter
-        self._subgraph = runner._subgraph_index
-        self._in = [inputs[n]["index"] for n in self.names_in]
-        self._out = [outputs[n]["index"] for n in self.names_out]
-        self._dtypes = [inputs[n]["dtype"] for n in self.names_in]
+        self._subgraph, self._in, self._out, self._dtypes = _signature_indices(interpreter, names_in, names_out,
+                                                                               signature_key)
         self._shapes: list | None = None  # input shapes the tensors are allocated for
 
     def _resize(self, values) -> None:
+        self._shapes = None  # until allocated: a resize that fails is redone by the next call
         for index, value in zip(self._in, values):
             self._wrapper.ResizeInputTensor(index, np.array(value.shape, dtype=np.int32), False, self._subgraph)
         with quiet():  # the XNNPACK delegate announces itself on stderr when tensors are allocated
@@ -286,6 +391,98 @@ class SignatureStep:
                 wrapper.SetTensor(index, np.asarray(value, dtype=dtype), subgraph)
         wrapper.Invoke(subgraph)
         return [wrapper.GetTensor(index, subgraph) for index in self._out]
+
+
+class CarriedStep:
+    """Steps one signature of a TFLite model whose every tensor has a static shape, with its
+    last `carried` outputs (the recurrent states) fed back as its last `carried` inputs, the
+    states kept in the interpreter's own input tensors between calls.
+
+    `carry(values)` copies the given inputs into their tensors, invokes, copies the returned
+    outputs out (the only arrays it allocates) and each state output onto its state input,
+    through numpy views of the tensors taken once. Holding views across invocations is safe
+    only because nothing is ever allocated again: every shape is static (`fits`), and this
+    object never resizes. Nothing else may resize or allocate the interpreter's tensors.
+
+    `inputs` / `outputs`: the views of the given inputs and returned outputs. `batch`: the
+    batch of the states once started or loaded, else None.
+    """
+
+    def __init__(self, interpreter, names_in, names_out, carried: int, signature_key: str = "serving_default"):
+        if not 0 <= carried <= min(len(names_in), len(names_out)):
+            raise UsageError(f"cannot carry {carried} states between {len(names_out)} outputs and "
+                             f"{len(names_in)} inputs")
+        subgraph, ins, outs, _dtypes = _signature_indices(interpreter, names_in, names_out, signature_key)
+        if not self.fits(interpreter, subgraph):
+            raise UsageError("the TFLite model has tensors of dynamic shape: its states cannot stay in place")
+        wrapper = interpreter._interpreter
+        self.interpreter = interpreter
+        self._invoke = wrapper.Invoke
+        self._subgraph = subgraph
+        inputs = [wrapper.tensor(wrapper, index, subgraph) for index in ins]
+        outputs = [wrapper.tensor(wrapper, index, subgraph) for index in outs]
+        given, returned = len(ins) - carried, len(outs) - carried
+        self.inputs, self._states_in = inputs[:given], inputs[given:]
+        self.outputs, self._states_out = outputs[:returned], outputs[returned:]
+        self.batch: int | None = None
+        # A state input sharing memory with a state output (the arena planner may reuse one
+        # for the other) must not overwrite it before it is read: then they are copied out first.
+        self._staged = any(np.shares_memory(i, o) for i in self._states_in for o in self._states_out)
+
+    @staticmethod
+    def fits(interpreter, subgraph: int = 0) -> bool:
+        """Every tensor of the subgraph has a static shape, so that none is ever allocated again."""
+        return all(-1 not in details["shape_signature"] for details in interpreter.get_tensor_details(subgraph))
+
+    def _fixed_batch(self, batch) -> None:
+        have = self._states_in[0].shape[0] if self._states_in else batch
+        if batch != have:
+            raise UsageError(f"this TFLite step model has a fixed batch of {have}, received {batch}")
+
+    def start(self, batch: int) -> None:
+        """Zero states."""
+        self._fixed_batch(batch)
+        for view in self._states_in:
+            view.fill(0)
+        self.batch = batch
+
+    def load(self, states: list) -> None:
+        """Set the states (arrays in carried order)."""
+        for view, value in zip(self._states_in, states):
+            if value.shape != view.shape:
+                raise UsageError(f"a state of shape {value.shape} does not fit the TFLite tensor {view.shape}")
+        for view, value in zip(self._states_in, states):
+            np.copyto(view, value, casting="unsafe")
+        self.batch = self._states_in[0].shape[0] if self._states_in else self.batch
+
+    def clear(self) -> None:
+        self.batch = None
+
+    def states(self) -> list[np.ndarray]:
+        """Copies of the current states."""
+        return [np.array(v) for v in self._states_in]
+
+    def invoke(self) -> None:
+        """Run the model on what the input tensors hold (then read the outputs, then pass_states)."""
+        self._invoke(self._subgraph)
+
+    def pass_states(self) -> None:
+        """Copy each state output onto its state input."""
+        sources = [np.array(v) for v in self._states_out] if self._staged else self._states_out
+        for view, value in zip(self._states_in, sources):
+            np.copyto(view, value)
+
+    def carry(self, values: list) -> list[np.ndarray]:
+        """The given inputs in, the returned outputs out (new arrays); the states move on."""
+        for view, value in zip(self.inputs, values):
+            if value.shape != view.shape:
+                raise UsageError(f"an input of shape {value.shape} does not fit the TFLite tensor {view.shape}")
+        for view, value in zip(self.inputs, values):
+            np.copyto(view, value, casting="unsafe")
+        self._invoke(self._subgraph)
+        outputs = [np.array(v) for v in self.outputs]
+        self.pass_states()
+        return outputs
 
 
 def external_step(content: bytes, plan, *, num_threads: int = 1) -> SignatureStep:

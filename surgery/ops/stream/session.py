@@ -10,6 +10,12 @@ backend that works here, in this order: the TFLite/LiteRT interpreter (builtin o
 bound by signature name), a traced tf.function, plain Keras. Each candidate is checked
 against the Keras step model on a random chunk and random state before it is used; one that
 fails to build or to match falls back to the next (see `session.fallbacks`).
+
+On TFLite at a fixed batch (every tensor shape static) the states stay in the interpreter's
+input tensors between steps (tflite.CarriedStep): a step copies the input in, invokes, copies
+the output out and each state output onto its input. With one input stepped one timestep per
+call, `step(x)` for x of exactly (batch, features) goes straight to that, with no other
+Python work.
 """
 
 from __future__ import annotations
@@ -20,6 +26,34 @@ from surgery.errors import UsageError
 from surgery.io.quiet import quiet
 
 BACKENDS = ("tflite", "function", "keras")
+
+
+class _ArrayCarrier:
+    """The states as arrays between calls of a backend's run(inputs + states) -> outputs + states."""
+
+    def __init__(self, run, specs, count: int):
+        self._run, self._specs, self._count = run, specs, count
+        self._states: list = []
+        self.batch: int | None = None
+
+    def start(self, batch: int) -> None:
+        self._states = [np.zeros((batch, *s.shape), dtype=s.dtype) for s in self._specs]
+        self.batch = batch
+
+    def load(self, states: list) -> None:
+        self._states = list(states)
+        self.batch = states[0].shape[0] if states else self.batch
+
+    def clear(self) -> None:
+        self._states, self.batch = [], None
+
+    def states(self) -> list[np.ndarray]:
+        return [np.array(v) for v in self._states]
+
+    def carry(self, values: list) -> list:
+        outputs = self._run(values + self._states)
+        self._states = outputs[self._count:]
+        return outputs[:self._count]
 
 
 class StreamSession:
@@ -57,23 +91,25 @@ class StreamSession:
         self._dtypes = [np.dtype(str(t.dtype)) for t in self.step_model.inputs]
         self._reference = None
         candidates = BACKENDS if backend == "auto" else (backend,)
-        self._run = None
+        self._run = self._loop = None
         for name in candidates:
             try:
                 run = self._make(name, num_threads)
-                if check and name != "keras":
-                    self._check(name, run)
+                checked = self._check(name, run) if check and name != "keras" else None
+                loop = self._carrier(name, run)  # after run's last call: it may take the tensors over
+                if checked is not None and name == "tflite":
+                    self._check_carrier(name, loop, *checked)
             except Exception as error:  # a backend that does not work here: try the next one
                 if backend != "auto":
                     raise
                 self.fallbacks.append((name, " ".join(f"{type(error).__name__}: {error}".split())[:300]))
                 continue
-            self.backend, self._run = name, run
+            self.backend, self._run, self._loop = name, run, loop
             break
         if self._run is None:
             raise UsageError("no streaming backend works here: " + "; ".join(f"{n}: {r}" for n, r in self.fallbacks))
-        self._states = None
         self.reset()
+        self._fast, self._fast_shape = self._fast_step()
 
     # -- backends ------------------------------------------------------------------------------
     def _make(self, name: str, num_threads: int):
@@ -98,8 +134,10 @@ class StreamSession:
 
         return keras_call
 
-    def _check(self, name: str, run) -> None:
-        """The backend must reproduce the Keras step model on a random chunk and state."""
+    def _check(self, name: str, run):
+        """The backend must reproduce the Keras step model on a random chunk and state.
+
+        Returns (inputs, states, outputs) of that run, for `_check_carrier`."""
         from surgery.ops import stream
         from surgery.check import tolerance
         from surgery.check.verify import input_id_limits
@@ -116,6 +154,58 @@ class StreamSession:
         check = tolerance.worst(tolerance.compare(g, w, bound) for g, w in zip(got, want))
         if not check.ok:
             raise UsageError(f"{name} backend differs from the Keras step model: {check.describe()}")
+        return inputs, states, got
+
+    @staticmethod
+    def _check_carrier(name: str, loop, inputs: list, states: list, expected: list) -> None:
+        """States carried in the interpreter's tensors must give exactly what its own call gave."""
+        loop.load([np.array(s) for s in states])
+        got = loop.carry(inputs) + loop.states()
+        if len(got) != len(expected) or not all(np.array_equal(g, e) for g, e in zip(got, expected)):
+            raise UsageError(f"{name} backend: stepping with the states carried differs from its own call")
+
+    def _carrier(self, name: str, run):
+        """What keeps the states between steps: the interpreter's tensors on TFLite when every
+        shape is static, else arrays."""
+        from surgery.io import tflite
+
+        if name == "tflite" and tflite.CarriedStep.fits(run.interpreter):  # every shape static: a fixed batch
+            return tflite.CarriedStep(run.interpreter, self.plan.input_names, self.plan.output_names,
+                                      carried=len(self._state_specs))
+        return _ArrayCarrier(run, self._state_specs, self._count)
+
+    def _fast_step(self):
+        """(step for x of exactly (batch, features), that shape) when the states stay in the
+        TFLite interpreter (every shape static: a fixed batch) and one input is stepped one
+        timestep per call; else (None, None)."""
+        from surgery.io import tflite
+
+        loop = self._loop
+        if not (isinstance(loop, tflite.CarriedStep) and self.steps == 1 and self._sequence == [True]):
+            return None, None
+        x_view = loop.inputs[0][:, 0]
+        outputs = [v if kind == "static" else v[:, 0] for v, kind in zip(loop.outputs, self.plan.output_kinds)]
+        copyto, invoke, pass_states = np.copyto, loop.invoke, loop.pass_states
+        if self._count == 1:
+            (y_view,) = outputs
+
+            def step(x):
+                copyto(x_view, x, casting="unsafe")
+                invoke()
+                y = y_view.copy()
+                pass_states()
+                return y
+        else:
+            names = self._names_out
+
+            def step(x):
+                copyto(x_view, x, casting="unsafe")
+                invoke()
+                ys = {name: view.copy() for name, view in zip(names, outputs)}
+                pass_states()
+                return ys
+
+        return step, x_view.shape
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self, batch_size: int | None = None) -> None:
@@ -123,17 +213,17 @@ class StreamSession:
         if batch_size is not None and self.batch_size is not None and batch_size != self.batch_size:
             raise UsageError(f"this session has a fixed batch size of {self.batch_size}, received {batch_size}")
         batch = self.batch_size or batch_size
-        self._states = None if batch is None else self._zeros(batch)
-
-    def _zeros(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, *s.shape), dtype=s.dtype) for s in self._state_specs]
+        if batch is None:
+            self._loop.clear()
+        else:
+            self._loop.start(batch)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
         """The current states by name (`<site>_<role>`), copies."""
-        if self._states is None:
+        if self._loop.batch is None:
             return {}
-        return {name: np.array(value) for name, value in zip(self._state_names, self._states)}
+        return dict(zip(self._state_names, self._loop.states()))
 
     def get_state(self) -> dict[str, np.ndarray]:
         return self.state
@@ -158,7 +248,7 @@ class StreamSession:
         unknown = set(states) - set(self._state_names) - {s.name for s in self._state_specs}
         if unknown:
             raise UsageError(f"set_state: unknown state {sorted(unknown)[0]!r}; states: {', '.join(self._state_names)}")
-        self._states = values
+        self._loop.load(values)
 
     # -- stepping ------------------------------------------------------------------------------
     def _inputs(self, x) -> tuple[list[np.ndarray], bool]:
@@ -178,7 +268,8 @@ class StreamSession:
             raise UsageError(f"this model takes {len(self._ranks)} input(s), received {len(values)}")
         squeezed = False
         out = []
-        for value, rank, sequence, dtype in zip(values, self._ranks, self._sequence, self._dtypes):
+        for value, rank, sequence, dtype, shape in zip(values, self._ranks, self._sequence, self._dtypes,
+                                                       self.plan.input_shapes):
             if sequence and value.ndim == rank - 1:
                 if self.steps != 1:
                     raise UsageError(f"this session steps {self.steps} timesteps at a time: give inputs of shape "
@@ -190,6 +281,9 @@ class StreamSession:
                                  + (f" (or {rank - 1} without the time axis)" if sequence and self.steps == 1 else ""))
             elif sequence and value.shape[1] != self.steps:
                 raise UsageError(f"this session steps {self.steps} timesteps at a time, received {value.shape[1]}")
+            if any(d is not None and d != v for d, v in zip(shape[1:], value.shape[1:])):
+                raise UsageError(f"input of shape {value.shape} does not fit the step model's "
+                                 f"(batch, {', '.join('None' if d is None else str(d) for d in shape[1:])})")
             if value.dtype != dtype:
                 value = value.astype(dtype)
             out.append(value)
@@ -197,20 +291,19 @@ class StreamSession:
 
     def step(self, x):
         """Run one chunk; returns the output (a dict by name when the model has several)."""
+        if self._fast is not None and type(x) is np.ndarray and x.shape == self._fast_shape:
+            return self._fast(x)
         values, squeezed = self._inputs(x)
         batch = values[0].shape[0]
-        if self._states is None:
-            self._states = self._zeros(batch)
-        elif self._states and self._states[0].shape[0] != batch:
-            raise UsageError(f"the state has batch {self._states[0].shape[0]} but the input has batch {batch}; "
+        if self._loop.batch is None:
+            self._loop.start(batch)
+        elif self._loop.batch != batch:
+            raise UsageError(f"the state has batch {self._loop.batch} but the input has batch {batch}; "
                              "call reset(batch_size=...) to change it")
-        outputs = self._run(values + self._states)
-        count = self._count
-        self._states = outputs[count:]
-        outputs = outputs[:count]
+        outputs = self._loop.carry(values)
         if squeezed:
             outputs = [o[:, 0] if kind != "static" else o for o, kind in zip(outputs, self.plan.output_kinds)]
-        return outputs[0] if count == 1 else dict(zip(self._names_out, outputs))
+        return outputs[0] if self._count == 1 else dict(zip(self._names_out, outputs))
 
     __call__ = step
 
