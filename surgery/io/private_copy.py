@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 from surgery.errors import SurgeryError, UnreadableModelError, UnsafeContentError
+# RUN_DIR_ENV: where a supervising CLI process wants per-run scratch space (cleaned by the
+# parent even when this process is killed); otherwise the system's temporary directory.
+from surgery.io.run_env import RUN_DIR_ENV
 
-# Where a supervising CLI process wants per-run scratch space (cleaned by the parent even
-# when this process is killed); otherwise the system's temporary directory.
-RUN_DIR_ENV = "LSTM_SURGERY_RUN_DIR"
 FORMAT_EXTENSIONS = {"keras": ".keras", "h5": ".h5", "savedmodel": ""}
 _COPY_CHUNK = 1 << 22
 
