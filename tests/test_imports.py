@@ -75,6 +75,14 @@ def test_inspect_of_a_savedmodel_still_loads_its_decoder_without_tensorflow():
     assert not modules & set(TENSORFLOW), sorted(modules & set(TENSORFLOW))
 
 
+def test_expose_state_without_verification_loads_no_model(tmp_path):
+    """A config-only rewrite: Keras comes in only when an operation loads a model."""
+    modules = imported_after(run_cli("expose-state", str(FIXTURES / "lstm_masking.keras"),
+                                     "-o", str(tmp_path / "out.keras"), "--no-verify"))
+    assert (tmp_path / "out.keras").is_file()
+    assert not modules & set(TENSORFLOW), sorted(modules & set(TENSORFLOW))
+
+
 def test_expose_state_of_a_keras3_file_never_imports_tf_keras(tmp_path):
     modules = imported_after(run_cli("expose-state", str(FIXTURES / "lstm_masking.keras"),
                                      "-o", str(tmp_path / "out.keras")))

@@ -289,11 +289,7 @@ class _Scan:
             return
         if len(self.shapes) >= MAX_DATASETS:
             raise unreadable(self.path, f"HDF5 file holds more than {MAX_DATASETS} datasets")
-        header = h5o.get_info(node).hdr.mesg.present  # which message types its header holds
-        if node.get_offset() is not None and not header & _STORAGE_MESSAGES:
-            # Contiguous data inside this file (HDF5 gives an offset for nothing else: not for
-            # virtual, chunked, compact or externally stored data) and no filter pipeline:
-            # nothing in its creation properties can point elsewhere.
+        if is_plain_contiguous(node):  # nothing in its creation properties can point elsewhere
             self._add_shape(node, name)
         elif not self._check_storage(node, name):
             return  # a virtual dataset: named as such, nothing more to read
@@ -389,6 +385,19 @@ class _Scan:
             else:
                 return f"leaves the file (user-defined link of class {kind})"
         return None
+
+
+def is_plain_contiguous(dataset: Any) -> bool:
+    """True for a dataset (a DatasetID) whose data lies contiguously inside this file and
+    whose object header holds no filter pipeline and no external file list message.
+
+    HDF5 reports a data offset for contiguous storage only: not for virtual, chunked,
+    compact or externally stored data (H5Dget_offset). Nothing in the creation properties
+    of such a dataset can make a reader go elsewhere, so the scan skips copying them.
+    """
+    if dataset.get_offset() is None:
+        return False
+    return not h5o.get_info(dataset).hdr.mesg.present & _STORAGE_MESSAGES
 
 
 def _has_reference(type_id: Any) -> bool:
