@@ -44,24 +44,27 @@ CLI = [sys.executable, str(ROOT / "cli.py")]
 OPTIONAL_KERAS = ("tf_keras", "tensorflow_model_optimization")
 
 
-def timed(command: list[str], env: dict | None = None) -> tuple[float, int]:
-    """(wall seconds, peak RSS in MB) of one child process, its output discarded."""
+def timed(command: list[str], env: dict | None = None) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds: user + system) of one child process, its
+    output discarded. CPU time moves less than wall time when other work shares the cores."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         start = time.perf_counter()
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, *command], check=True,
+        subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", report.name, *command], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
         elapsed = time.perf_counter() - start
-        return elapsed, int(report.read().split()[-1]) // 1024
+        rss, user, system = report.read().split()[-3:]
+        return elapsed, int(rss) // 1024, float(user) + float(system)
 
 
 def interleaved(repeat: int, commands: dict) -> dict:
-    """{name: (best seconds, max peak RSS MB)}: each round runs every command once, in turn,
-    so that load from elsewhere on the machine falls on all of them alike."""
+    """{name: (best wall seconds, max peak RSS MB, best CPU seconds)}: each round runs every
+    command once, in turn, so that load from elsewhere on the machine falls on all alike."""
     runs: dict = {name: [] for name in commands}
     for _ in range(repeat):
         for name, (command, env) in commands.items():
             runs[name].append(timed(command, env))
-    return {name: (min(r[0] for r in rs), max(r[1] for r in rs)) for name, rs in runs.items()}
+    return {name: (min(r[0] for r in rs), max(r[1] for r in rs), min(r[2] for r in rs))
+            for name, rs in runs.items()}
 
 
 def bench_inspect_process(rows: list, repeat: int) -> None:
@@ -82,14 +85,14 @@ def bench_inspect_process(rows: list, repeat: int) -> None:
             "pass": ([sys.executable, "-c", "pass"], source),
             "floor": ([sys.executable, "-c", "import click, h5py"], cached),
         })
-    (source_s, rss), (cached_s, _) = got["source"], got["cached"]
-    bare, floor = got["pass"][0], got["floor"][0]
+    (source_s, rss, source_cpu), (cached_s, _, cached_cpu) = got["source"], got["cached"]
+    (bare, _, bare_cpu), (floor, _, floor_cpu) = got["pass"], got["floor"]
     rows.append((f"inspect CLI, {size:.0f} MB model, whole process, no bytecode cache", f"{source_s:.3f} s",
-                 f"target ≤ 0.3 s; every module compiled at start (PYTHONDONTWRITEBYTECODE=1); "
-                 f"peak RSS {rss} MB; best of {repeat}, interleaved"))
+                 f"target ≤ 0.3 s; CPU {source_cpu:.3f} s; every module compiled at start "
+                 f"(PYTHONDONTWRITEBYTECODE=1); peak RSS {rss} MB; best of {repeat}, interleaved"))
     rows.append((f"inspect CLI, {size:.0f} MB model, whole process, bytecode cached", f"{cached_s:.3f} s",
-                 f"as an installed package starts; bare `python -c pass` {bare:.3f} s, "
-                 f"`import click, h5py` {floor:.3f} s"))
+                 f"CPU {cached_cpu:.3f} s; as an installed package starts; bare `python -c pass` "
+                 f"{bare:.3f} s (CPU {bare_cpu:.3f} s), `import click, h5py` {floor:.3f} s (CPU {floor_cpu:.3f} s)"))
 
 
 def bench_inspect_in_process(rows: list, repeat: int) -> None:
@@ -98,13 +101,16 @@ def bench_inspect_in_process(rows: list, repeat: int) -> None:
         "import sys, time; from surgery.ops.inspect import inspect\n"
         f"inspect({str(layers)!r}); times = []\n"
         f"for _ in range({repeat}):\n"
-        f"    t = time.perf_counter(); inspect({str(layers)!r}); times.append(time.perf_counter() - t)\n"
+        f"    t, c = time.perf_counter(), time.process_time(); inspect({str(layers)!r})\n"
+        "    times.append((time.perf_counter() - t, time.process_time() - c))\n"
         "assert not {'tensorflow', 'keras'} & set(sys.modules), 'inspect imported TensorFlow'\n"
-        "print(min(times))"
+        "print(min(w for w, _ in times), min(c for _, c in times))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    rows.append(("inspect, 1000-layer config, in-process", f"{float(out.stdout.strip()):.3f} s",
-                 f"target ≤ 0.3 s; best of {repeat} after a warm-up call; TensorFlow and Keras not imported"))
+    wall, cpu = map(float, out.stdout.split())
+    rows.append(("inspect, 1000-layer config, in-process", f"{wall:.3f} s",
+                 f"target ≤ 0.3 s; CPU {cpu:.3f} s; best of {repeat} after a warm-up call; TensorFlow and "
+                 "Keras not imported"))
 
 
 def imported_optional_packages(command: list[str]) -> list[str]:
@@ -129,12 +135,12 @@ def bench_expose(rows: list, repeat: int) -> None:
             "imports": ([sys.executable, "-c", "import tensorflow, keras"], None),
         })
         optional = imported_optional_packages(expose)
-    (tool, rss), (bare, _) = got["expose"], got["imports"]
+    (tool, rss, tool_cpu), (bare, _, bare_cpu) = got["expose"], got["imports"]
     rows.append(("verified expose-state, demo fixture (lstm_masking.keras), whole process",
                  f"{tool:.2f} s vs bare imports {bare:.2f} s",
-                 f"**{tool / bare:.2f}×** `python -c \"import tensorflow, keras\"` (target ≤ 1.5×); peak RSS "
-                 f"{rss} MB; imported {', '.join(optional) or 'neither'} of tf_keras, tfmot; "
-                 f"best of {repeat}, interleaved"))
+                 f"**{tool / bare:.2f}×** `python -c \"import tensorflow, keras\"` (target ≤ 1.5×); CPU "
+                 f"{tool_cpu:.2f} s vs {bare_cpu:.2f} s; peak RSS {rss} MB; imported "
+                 f"{', '.join(optional) or 'neither'} of tf_keras, tfmot; best of {repeat}, interleaved"))
 
 
 def main() -> None:

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from surgery.errors import SurgeryError, UnreadableModelError, UnsafeContentError
-# RUN_DIR_ENV: where a supervising CLI process wants per-run scratch space (cleaned by the
-# parent even when this process is killed); otherwise the system's temporary directory.
-from surgery.io.run_env import RUN_DIR_ENV
+from surgery.io.run_env import RUN_DIR_ENV  # a supervising CLI's per-run scratch space, if any
 
 FORMAT_EXTENSIONS = {"keras": ".keras", "h5": ".h5", "savedmodel": ""}
 _COPY_CHUNK = 1 << 22
