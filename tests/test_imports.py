@@ -29,6 +29,9 @@ def imported_after(code: str) -> set[str]:
     interpreter with this checkout first on the path, the CLI working in-process."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "LSTM_SURGERY_SANDBOX": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # Set in this process by the Keras 2 fixture builder: TensorFlow itself would then bring
+    # tf_keras in as tf.keras, whatever the command does.
+    env.pop("TF_USE_LEGACY_KERAS", None)
     script = code + textwrap.dedent("""
         import json as _json, sys as _sys
         _names = {name.split(".")[0] for name in _sys.modules}
