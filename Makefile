@@ -38,6 +38,7 @@ bench: install
 	$(PYTHON) benchmarks/run.py
 	$(PYTHON) benchmarks/expose_bench.py $(BENCH_FLAGS)
 	$(PYTHON) benchmarks/splice_bench.py --size-mb 256
+	$(PYTHON) benchmarks/startup.py
 
 fixtures:
 	$(PYTHON) fixtures/build.py

@@ -292,6 +292,43 @@ def test_hard_link_cycles_terminate_and_count_once(tmp_path):
         FIXTURES / "lstm_sequential.weights.h5").weight_shapes
 
 
+def test_only_plain_contiguous_datasets_skip_their_creation_properties(tmp_path, monkeypatch):
+    """The scan skips a dataset's creation property list only when its data lies contiguous
+    in the file and its header has no filter pipeline or external file list message: every
+    layout that can bring a hazard takes the full check, and findings stay the same."""
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(bytes(64))
+    path = tmp_path / "layouts.h5"
+    with h5py.File(path, "w") as handle:
+        handle["contiguous"] = np.ones((4, 4), "f4")
+        handle["scalar"] = np.float32(1)
+        handle.create_dataset("unwritten", (4, 4), "f4")  # no data yet: no offset
+        handle.create_dataset("chunked", data=np.ones((4, 4), "f4"), chunks=(2, 2))
+        handle.create_dataset("deflate", data=np.ones((4, 4), "f4"), compression="gzip")
+        handle.create_dataset("external", (4,), "f4", external=[(str(raw), 0, 16)])
+        layout = h5py.VirtualLayout(shape=(4, 4), dtype="f4")
+        layout[...] = h5py.VirtualSource(str(tmp_path / "elsewhere.h5"), "x", shape=(4, 4))
+        handle.create_virtual_dataset("virtual", layout)
+        compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        compact.set_layout(h5py.h5d.COMPACT)
+        h5py.h5d.create(handle.id, b"compact", h5py.h5t.NATIVE_FLOAT, h5py.h5s.create_simple((4,)),
+                        dcpl=compact)
+    with h5py.File(path, "r") as handle:
+        plain = {name for name in handle if h5_format.is_plain_contiguous(handle[name].id)}
+        # The header summary names the two messages (filter pipeline 11, external list 7).
+        present = {name: h5py.h5o.get_info(handle[name].id).hdr.mesg.present for name in handle}
+    assert plain == {"contiguous", "scalar"}
+    assert present["deflate"] & (1 << 11) and present["external"] & (1 << 7)
+    assert not present["contiguous"] & ((1 << 11) | (1 << 7))
+    artifact = read_artifact(path)
+    hazards = artifact.hazards
+    # Same findings and shapes with the shortcut off: it only skips reads that find nothing.
+    monkeypatch.setattr(h5_format, "is_plain_contiguous", lambda dataset: False)
+    slow = read_artifact(path)
+    assert (slow.hazards, slow.weight_shapes) == (hazards, artifact.weight_shapes)
+    assert {finding.kind for finding in hazards} == {"hdf5_external_storage", "hdf5_virtual_dataset"}
+
+
 def test_many_hazards_are_capped_and_many_links_refused(tmp_path, monkeypatch):
     path = tmp_path / "many.weights.h5"
     shutil.copyfile(FIXTURES / "lstm_sequential.weights.h5", path)

@@ -175,10 +175,26 @@ _RULES: tuple[Callable[[dict, list], dict], ...] = (
 
 
 def _rewrite(value, rule: Callable[[dict], dict]):
-    """A copy of a JSON value with `rule` applied to every dict, outermost first."""
+    """The JSON value with `rule` applied to every dict, outermost first. Copy on write:
+    only what changed (and the containers above it) is new; the rest is shared with the
+    input, which is never modified, and an unchanged value comes back as itself."""
     if isinstance(value, dict):
         value = rule(value)
-        return {key: _rewrite(item, rule) for key, item in value.items()}
+        changed = None
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                new = _rewrite(item, rule)
+                if new is not item:
+                    changed = dict(value) if changed is None else changed
+                    changed[key] = new
+        return value if changed is None else changed
     if isinstance(value, list):
-        return [_rewrite(item, rule) for item in value]
+        changed = None
+        for index, item in enumerate(value):
+            if isinstance(item, (dict, list)):
+                new = _rewrite(item, rule)
+                if new is not item:
+                    changed = list(value) if changed is None else changed
+                    changed[index] = new
+        return value if changed is None else changed
     return value

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from surgery.graph import masks
 from surgery.errors import NotSupportedError
 
 TensorRef = tuple  # (layer name, call index, output index)
@@ -423,6 +422,8 @@ def sequential_to_functional(entry: dict, dialect) -> None:
     }
     entry.pop("build_config", None)
     if dialect.explicit_masks:
+        from surgery.graph import masks  # only a Sequential turned functional needs mask edges
+
         masks.add_explicit_masks(entry["config"], is_recurrent_class)
 
 

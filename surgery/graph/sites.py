@@ -146,6 +146,28 @@ def iter_level_sites(
 
 
 def find_sites(model_config: dict, family: str = "keras3") -> list[Site]:
-    """Every recurrent site of a serialized model, in the documented order."""
-    level = Level(top_level_entry(model_config), dialect_for(family))
+    """Every recurrent site of a serialized model, in the documented order. A read-only walk:
+    the config is copied only when a Sequential level must first become a functional one."""
+    entry = top_level_entry(model_config) if _has_sequential_level(model_config) else model_config
+    level = Level(entry, dialect_for(family))
     return list(iter_level_sites(level))
+
+
+def _has_sequential_level(model_config: dict) -> bool:
+    """Whether building the Levels of this config would edit it (Level turns a Sequential
+    into a functional model in place); True for anything unexpected, which is then copied."""
+    stack = [model_config]
+    while stack:
+        entry = stack.pop()
+        if entry.get("class_name") == "Sequential":
+            return True
+        config = entry.get("config", {})
+        layers = config.get("layers", []) if isinstance(config, dict) else None
+        if not isinstance(layers, list):
+            return True
+        for layer in layers:
+            if not isinstance(layer, dict) or not isinstance(layer.get("config", {}), dict):
+                return True
+            if is_model_entry(layer):
+                stack.append(layer)
+    return False

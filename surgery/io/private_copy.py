@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from surgery.errors import SurgeryError, UnreadableModelError, UnsafeContentError
+from surgery.io.run_env import RUN_DIR_ENV  # a supervising CLI's per-run scratch space, if any
 
-# Where a supervising CLI process wants per-run scratch space (cleaned by the parent even
-# when this process is killed); otherwise the system's temporary directory.
-RUN_DIR_ENV = "LSTM_SURGERY_RUN_DIR"
 FORMAT_EXTENSIONS = {"keras": ".keras", "h5": ".h5", "savedmodel": ""}
 _COPY_CHUNK = 1 << 22
 

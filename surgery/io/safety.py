@@ -34,12 +34,6 @@ from typing import Any, Iterable, Iterator
 
 from surgery.errors import UnsafeContentError
 from surgery.io.keras_names import KERAS_CLASSES
-from surgery.io.tf_pure_ops import (
-    CLASS_METHOD_SYMBOLS,
-    CLASS_METHODS,
-    TENSOR_ATTRIBUTES,
-    TF_PURE_OPS,
-)
 from surgery.io.safety_tables import (
     CODE_LOADING_NAMES,
     KERAS_FUNCTION_MODULES,
@@ -183,6 +177,9 @@ def _scan(config: Any) -> list[tuple[Finding, frozenset[str]]]:
     return results
 
 
+_WALKED = (dict, list, tuple, str)
+
+
 def _walk(root: Any) -> Iterator[tuple[_Location | None, Any]]:
     """Pre-order walk yielding every dict and every string, with its location."""
     stack: list[tuple[_Location | None, Any]] = [(None, root)]
@@ -192,20 +189,19 @@ def _walk(root: Any) -> Iterator[tuple[_Location | None, Any]]:
         if isinstance(value, str):
             yield location, value
             continue
-        if isinstance(value, dict):
-            items = list(value.items())
-        elif isinstance(value, (list, tuple)):
-            items = list(enumerate(value))
-        else:
+        is_dict = isinstance(value, dict)
+        if not is_dict and not isinstance(value, (list, tuple)):
             continue
         if id(value) in seen:
             continue
         seen.add(id(value))
-        if isinstance(value, dict):
+        children = [((location, key), child)
+                    for key, child in (value.items() if is_dict else enumerate(value))
+                    if isinstance(child, _WALKED)]
+        if is_dict:
             yield location, value
-        for key, child in reversed(items):
-            if isinstance(child, (dict, list, tuple, str)):
-                stack.append(((location, key), child))
+        children.reverse()
+        stack.extend(children)
 
 
 def _render(location: _Location | None) -> str:
@@ -229,12 +225,19 @@ def _render(location: _Location | None) -> str:
 
 _Check = tuple  # (kind: str, detail: str, trust_keys: frozenset[str])
 _NOT_TRUSTABLE: frozenset[str] = frozenset()
+_NO_NAMES: frozenset[str] = frozenset()
+_OP_WRAPPER_LAYERS = TF_OP_LAYERS | TF_CLASS_METHOD_LAYERS | TF_ATTRIBUTE_LAYERS
 
 
 def _check_object(obj: dict) -> _Check | None:
     class_name = _text(obj.get("class_name"))
     module = _text(obj.get("module"))
     registered = _text(obj.get("registered_name"))
+    if class_name is None and module is None and registered is None:
+        # Plain data (a layer's arguments, a call node): nothing names a class, a module or a
+        # registration, so only Keras 2 lambda markers and a TypeSpec name can be unsafe.
+        return _check_lambda(obj, _NO_NAMES) or (
+            _check_unsafe_api(obj, None, None, None, None, _NO_NAMES) if "spec_name" in obj else None)
     function_name = _text(obj.get("config")) if class_name == "function" else None
     names = {n for n in (class_name, registered and _last_part(registered)) if n}
 
@@ -256,7 +259,7 @@ def _check_lambda(obj: dict, names: set[str]) -> _Check | None:
         return "lambda", f"Lambda layer {layer!r} runs arbitrary Python code", _NOT_TRUSTABLE
     for key, value in obj.items():
         # Keras 2 Lambda configs: "function_type": "lambda", "output_shape_type": "lambda".
-        if isinstance(key, str) and key.endswith("_type") and value == "lambda":
+        if isinstance(value, str) and value == "lambda" and isinstance(key, str) and key.endswith("_type"):
             return "lambda", f"{key!r}: 'lambda', a marshalled Python function", _NOT_TRUSTABLE
     return None
 
@@ -300,17 +303,21 @@ def _check_unsafe_api(
 
 def _check_op_layer(obj: dict, layer: str | None, names: set[str]) -> _Check | None:
     """tf_keras op wrappers resolve a TensorFlow symbol or attribute by name at load time."""
+    if not names & _OP_WRAPPER_LAYERS:
+        return None
+    from surgery.io import tf_pure_ops  # the large allowlists, read only for these layers
+
     inner = _inner(obj)
     if names & TF_OP_LAYERS:
         function = inner.get("function")
-        if isinstance(function, str) and function in TF_PURE_OPS:
+        if isinstance(function, str) and function in tf_pure_ops.TF_PURE_OPS:
             return None
         what = f"TensorFlow symbol {_quote('tf.' + function)}" if isinstance(function, str) \
             else f"function {_quote(function)}"
         return "unsafe_api", f"{layer!r} calls {what}, not a pure tensor op", _NOT_TRUSTABLE
     if names & TF_CLASS_METHOD_LAYERS:
         symbol, method = inner.get("cls_symbol"), inner.get("method_name")
-        if symbol in CLASS_METHOD_SYMBOLS and method in CLASS_METHODS:
+        if symbol in tf_pure_ops.CLASS_METHOD_SYMBOLS and method in tf_pure_ops.CLASS_METHODS:
             return None
         return (
             "unsafe_api",
@@ -319,7 +326,7 @@ def _check_op_layer(obj: dict, layer: str | None, names: set[str]) -> _Check | N
         )
     if names & TF_ATTRIBUTE_LAYERS:
         attribute = inner.get("attr_name")
-        if attribute in TENSOR_ATTRIBUTES:
+        if attribute in tf_pure_ops.TENSOR_ATTRIBUTES:
             return None
         return (
             "unsafe_api",

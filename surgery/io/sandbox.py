@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from surgery.errors import ResourceLimitError, UsageError
+from surgery.io import run_env
 
 TIMEOUT_ENV = "LSTM_SURGERY_TIMEOUT"
 MAX_MEMORY_ENV = "LSTM_SURGERY_MAX_MEMORY"
@@ -138,8 +139,6 @@ def supported() -> bool:
 def run_supervised(work: Callable[[], int], limits: Limits) -> int:
     """Run `work()` in a child under `limits`; return its exit code, or raise
     ResourceLimitError / Terminated-derived exit codes for abnormal ends."""
-    from surgery.io import saving
-
     run_dir = tempfile.mkdtemp(prefix="lstm-surgery-run-")
     temp_log = os.path.join(run_dir, "temporaries.log")
     for stream in (sys.stdout, sys.stderr):
@@ -160,7 +159,10 @@ def run_supervised(work: Callable[[], int], limits: Limits) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        saving.cleanup_logged_temps(temp_log)
+        if os.path.exists(temp_log):  # only a writing command logs temporaries
+            from surgery.io import saving
+
+            saving.cleanup_logged_temps(temp_log)
         shutil.rmtree(run_dir, ignore_errors=True)
     return _outcome(status, timed_out, received, limits)
 
@@ -256,10 +258,8 @@ def _child(work: Callable[[], int], limits: Limits, run_dir: str, temp_log: str)
         _die_with_parent()
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)
-        from surgery.io import private_copy, saving
-
-        os.environ[saving.TEMP_LOG_ENV] = temp_log
-        os.environ[private_copy.RUN_DIR_ENV] = run_dir
+        os.environ[run_env.TEMP_LOG_ENV] = temp_log
+        os.environ[run_env.RUN_DIR_ENV] = run_dir
         install_termination_handlers()
         apply_limits(limits)
         code = work() or 0

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from surgery.errors import SurgeryError, UsageError
+from surgery.io.run_env import TEMP_LOG_ENV
 
 
 EXTENSION_FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
@@ -67,7 +68,6 @@ def manifest_path(artifact: str | os.PathLike) -> Path:
 # that moment (renameat2 RENAME_NOREPLACE): a concurrent run that got there first wins.
 
 TEMP_MARKER = ".lstm-surgery-tmp-"
-TEMP_LOG_ENV = "LSTM_SURGERY_TEMP_LOG"
 _TEMP_NAME = re.compile(r"\..*" + re.escape(TEMP_MARKER) + r"[0-9a-f]{16}(\.[^/]*)?", re.DOTALL)
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
 

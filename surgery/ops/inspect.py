@@ -90,9 +90,9 @@ def inspect(path: str | os.PathLike) -> dict:
         findings += [dataclasses.replace(f, path=f"{where}: {f.path}") for f in scan_config(embedded)]
     report["unsafe"] = [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in findings]
     try:
-        report["sites"] = [_with_stored_weights(_site_dict(site), artifact.weight_shapes)
-                           for site in find_sites(config, artifact.family)]
-        found = find_state_io(config, artifact.family, read_manifest(artifact.path))
+        sites = find_sites(config, artifact.family)
+        report["sites"] = [_with_stored_weights(_site_dict(site), artifact.weight_shapes) for site in sites]
+        found = find_state_io(config, artifact.family, read_manifest(artifact.path), sites=sites)
         report["state_io"] = {"outputs": list(found.outputs), "inputs": list(found.inputs), "from": found.source}
     except NotSupportedError as error:
         report["supported"] = False

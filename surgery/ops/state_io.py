@@ -19,7 +19,7 @@ from pathlib import Path
 
 from surgery.errors import NotSupportedError
 from surgery.graph.level import Level, dialect_for, top_level_entry
-from surgery.graph.sites import find_sites
+from surgery.graph.sites import Site, find_sites
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,13 @@ def _refs(structure) -> list[tuple]:
     return [tuple(item) for item in structure or []]
 
 
-def find_state_io(model_config: dict, family: str = "keras3", manifest: dict | None = None) -> StateIO:
-    """The top-level state I/O of a model config (see the module doc for what counts)."""
+def find_state_io(model_config: dict, family: str = "keras3", manifest: dict | None = None,
+                  sites: list[Site] | None = None) -> StateIO:
+    """The top-level state I/O of a model config (see the module doc for what counts).
+    `sites`: find_sites(model_config, family) when the caller already has them."""
     if model_config.get("class_name") not in ("Functional", "Model") or "layers" not in model_config.get("config", {}):
         return StateIO()  # a Sequential (or subclassed) model has no extra inputs/outputs
-    sites = find_sites(model_config, family)
+    sites = find_sites(model_config, family) if sites is None else sites
     by_name = {st.output_name: (site.name, st.role) for site in sites for st in site.states}
     in_names = {st.input_name: (site.name, st.role) for site in sites for st in site.states}
     source = "names"

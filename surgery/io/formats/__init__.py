@@ -178,6 +178,8 @@ def _read_by_kind(path: str | os.PathLike) -> ModelArtifact:
 
 def _read_directory(path: str) -> ModelArtifact:
     if any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_FILES):
+        from surgery.io.formats import savedmodel  # with its protobuf decoder: only for directories
+
         return savedmodel.read_savedmodel(path)
     raise unreadable(
         path,
@@ -276,7 +278,7 @@ def _is_weights_member_start(path: str, archive, offset: int) -> bool:
 
 
 # The format modules import the helpers above, so these imports must stay below them.
-from surgery.io.formats import h5, keras_zip, savedmodel  # noqa: E402
+from surgery.io.formats import h5, keras_zip  # noqa: E402
 from surgery.io.formats.h5 import write_h5_with_config  # noqa: E402
 from surgery.io.formats.keras_zip import write_keras_zip  # noqa: E402
 

@@ -206,6 +206,9 @@ MAX_FINDINGS = 100
 # deep or numerous soft links cannot make the walk quadratic.
 MAX_SOFT_HOPS = 16
 MAX_RESOLVE_STEPS = 100_000
+# Object header message types (H5Opublic.h / the file format spec) that bring a dataset
+# creation property the scan must read: external file list (7) and filter pipeline (11).
+_STORAGE_MESSAGES = (1 << 0x0007) | (1 << 0x000B)
 
 class _Scan:
     def __init__(self, path: str, group: h5py.Group, where: str):
@@ -286,6 +289,21 @@ class _Scan:
             return
         if len(self.shapes) >= MAX_DATASETS:
             raise unreadable(self.path, f"HDF5 file holds more than {MAX_DATASETS} datasets")
+        if is_plain_contiguous(node):  # nothing in its creation properties can point elsewhere
+            self._add_shape(node, name)
+        elif not self._check_storage(node, name):
+            return  # a virtual dataset: named as such, nothing more to read
+        if _has_reference(node.get_type()):
+            self._add(name, "hdf5_reference", "dataset holds HDF5 object or region references")
+
+    def _add_shape(self, node: Any, name: str) -> None:
+        space = node.get_space()
+        if space.get_simple_extent_type() != h5s.NULL:  # null: no shape to report
+            self.shapes[name] = tuple(int(size) for size in space.shape)
+
+    def _check_storage(self, node: Any, name: str) -> bool:
+        """Virtual datasets, external raw storage and filters that are not built in; False
+        for a virtual dataset."""
         dcpl = node.get_create_plist()
         if dcpl.get_layout() == h5d.VIRTUAL:
             # No shape: the extent of an unlimited VDS comes from opening its sources.
@@ -298,10 +316,8 @@ class _Scan:
                 f"virtual dataset reading {', '.join(sources)}"
                 + (" ..." if dcpl.get_virtual_count() > 3 else ""),
             )
-            return
-        space = node.get_space()
-        if space.get_simple_extent_type() != h5s.NULL:  # null: no shape to report
-            self.shapes[name] = tuple(int(size) for size in space.shape)
+            return False
+        self._add_shape(node, name)
         count = dcpl.get_external_count()
         if count:
             files = sorted({_text(dcpl.get_external(i)[0]) for i in range(min(count, 3))})
@@ -317,8 +333,7 @@ class _Scan:
                     name, "hdf5_filter_plugin",
                     f"dataset needs filter {code}, not built into HDF5 (loaded as a plugin)",
                 )
-        if _has_reference(node.get_type()):
-            self._add(name, "hdf5_reference", "dataset holds HDF5 object or region references")
+        return True
 
     def _check_attributes(self, node: Any, name: str) -> None:
         for index in range(h5a.get_num_attrs(node)):
@@ -370,6 +385,19 @@ class _Scan:
             else:
                 return f"leaves the file (user-defined link of class {kind})"
         return None
+
+
+def is_plain_contiguous(dataset: Any) -> bool:
+    """True for a dataset (a DatasetID) whose data lies contiguously inside this file and
+    whose object header holds no filter pipeline and no external file list message.
+
+    HDF5 reports a data offset for contiguous storage only: not for virtual, chunked,
+    compact or externally stored data (H5Dget_offset). Nothing in the creation properties
+    of such a dataset can make a reader go elsewhere, so the scan skips copying them.
+    """
+    if dataset.get_offset() is None:
+        return False
+    return not h5o.get_info(dataset).hdr.mesg.present & _STORAGE_MESSAGES
 
 
 def _has_reference(type_id: Any) -> bool:
