@@ -78,7 +78,7 @@ LOAD_PEAK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc peak-RSS reset")
 def test_loading_holds_each_weight_about_once(big_model, small_model):
     """Peak RSS growth while loading stays near the weights' own size. Keras' path held each
     large variable's placeholder, its NumPy read and a tensor copy at once (3x the largest)."""
