@@ -7,7 +7,9 @@ For each model size (MB of float32 LSTM weights; --big adds 1024):
   against the original) against the naive route (benchmarks/naive_expose.py: plain Keras
   load, rebuild, set_weights, save, no verification). Each repeat runs the tool, then the
   naive route; the figure is best tool time / best naive time, and peak RSS of each as a
-  multiple of the model file's size (GNU time's maximum resident set of the largest process).
+  multiple of the model file's size, bytes over bytes (GNU time's maximum resident set of
+  the largest process). Beside it the floor for any run that loads the model into Keras:
+  the bare `import tensorflow, keras` peak RSS plus the file's size.
 - copy: `cli.py expose-state MODEL -o OUT --no-verify --force` against `cp MODEL COPY && sync`,
   interleaved the same way. Both write the whole file and wait for it to reach the disk (the
   tool fsyncs before its rename). The written weights member is checked byte-identical.
@@ -42,9 +44,15 @@ def interleaved(repeat: int, commands: dict) -> dict:
     return {name: (min(r[0] for r in rs), max(r[1] for r in rs)) for name, rs in runs.items()}
 
 
-def bench_size(size_mb: int, repeat: int, verified: bool, rows: list) -> None:
+def rss_ratio(rss_mib: int, size_bytes: int) -> float:
+    """Peak RSS (MiB, as `timed` gives it) over a file's size in bytes."""
+    return rss_mib * 2**20 / size_bytes
+
+
+def bench_size(size_mb: int, repeat: int, verified: bool, rows: list, import_rss: int) -> None:
     model = big_lstm_model(DATA / f"lstm_{size_mb}mb.keras", size_mb)
-    mb = model.stat().st_size / 1e6
+    size = model.stat().st_size
+    mb = size / 1e6
     out, naive_out, copy = DATA / "bench_exposed.keras", DATA / "bench_naive.keras", DATA / "bench_copy.keras"
     if verified:
         got = interleaved(repeat, {
@@ -52,9 +60,12 @@ def bench_size(size_mb: int, repeat: int, verified: bool, rows: list) -> None:
             "naive": [sys.executable, str(ROOT / "benchmarks" / "naive_expose.py"), str(model), str(naive_out)],
         })
         (tool, tool_rss), (naive, naive_rss) = got["tool"], got["naive"]
+        floor = rss_ratio(import_rss, size) + 1
         rows.append((f"verified expose-state, {mb:.0f} MB", f"{tool:.2f} s vs naive {naive:.2f} s",
-                     f"**{tool / naive:.2f}×** the naive route; peak RSS {tool_rss} MB = {tool_rss / mb:.2f}× the "
-                     f"model (naive {naive_rss} MB = {naive_rss / mb:.2f}×); best of {repeat}, interleaved"))
+                     f"**{tool / naive:.2f}×** the naive route; peak RSS {tool_rss} MiB = "
+                     f"**{rss_ratio(tool_rss, size):.2f}×** the model file (naive {naive_rss} MiB = "
+                     f"{rss_ratio(naive_rss, size):.2f}×; floor, bare imports + the file: {floor:.2f}×); "
+                     f"best of {repeat}, interleaved"))
     got = interleaved(repeat, {
         "tool": [*CLI, "expose-state", str(model), "-o", str(out), "--no-verify", "--force"],
         "cp": ["sh", "-c", f"cp '{model}' '{copy}' && sync"],
@@ -62,15 +73,17 @@ def bench_size(size_mb: int, repeat: int, verified: bool, rows: list) -> None:
     (tool, tool_rss), (cp, _) = got["tool"], got["cp"]
     same = member_hash(model, "model.weights.h5") == member_hash(out, "model.weights.h5")
     rows.append((f"expose-state --no-verify, {mb:.0f} MB", f"{tool:.2f} s vs `cp && sync` {cp:.2f} s",
-                 f"**{tool / cp:.2f}×** `cp && sync`; peak RSS {tool_rss} MB; weights member identical: {same}; "
+                 f"**{tool / cp:.2f}×** `cp && sync`; peak RSS {tool_rss} MiB; weights member identical: {same}; "
                  f"best of {repeat}, interleaved"))
     for path in (out, naive_out, copy):
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".manifest.json").unlink(missing_ok=True)
 
 
-def bare_imports(repeat: int) -> float:
-    return min(timed([sys.executable, "-c", "import tensorflow, keras"])[0] for _ in range(repeat))
+def bare_imports(repeat: int) -> tuple[float, int]:
+    """(best seconds, peak RSS MiB) of `import tensorflow, keras` alone."""
+    runs = [timed([sys.executable, "-c", "import tensorflow, keras"]) for _ in range(repeat)]
+    return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
 def main() -> None:
@@ -83,9 +96,10 @@ def main() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",") if s] + ([1024] if args.big else [])
     rows: list = []
+    import_seconds, import_rss = bare_imports(args.repeat)
     for size in sizes:
-        bench_size(size, args.repeat, not args.skip_verified, rows)
-    rows.append(("bare `import tensorflow, keras`", f"{bare_imports(args.repeat):.2f} s", "for scale"))
+        bench_size(size, args.repeat, not args.skip_verified, rows, import_rss)
+    rows.append(("bare `import tensorflow, keras`", f"{import_seconds:.2f} s, peak RSS {import_rss} MiB", "for scale"))
     print(machine())
     print("| benchmark | result | ratio and notes |\n|---|---|---|")
     for row in rows:

@@ -1,6 +1,13 @@
 """NumPy cells for the oracle: one time step of each recurrent cell (LSTM, GRU, SimpleRNN,
 StackedRNNCells, ConvLSTM), built from a cell config and the weights it owns (`build_cell`).
 No TensorFlow or Keras here (see surgery.check.oracle).
+
+Weights are taken as given (float32 views of a live model's variables, say) and converted to
+float64 a block of kernel rows at a time as each product uses them (`matmul64`): the oracle
+computes in float64 while the float64 copy it holds stays under FLOAT64_BLOCK_BYTES, whatever
+the layer's size. Blocking changes only the order in which each dot product's float64 terms
+are summed (the blocks' partial sums are added in turn); a kernel that fits in one block is
+multiplied whole, exactly as before blocking.
 """
 
 from __future__ import annotations
@@ -18,19 +25,64 @@ from surgery.check.activations import Activation, Array, Step, activation
 # --------------------------------------------------------------------------------------
 
 
+# The most float64 weight data held at once per product (a 1 GB model's LSTM kernel is
+# 256 MB of float32, 512 MB as float64). A few MB: a block stays in cache between its
+# conversion and its use, so blocks cost no more than the whole float64 kernel did.
+FLOAT64_BLOCK_BYTES = 4 << 20
+
+
+def matmul64(a: Array, weight: Array) -> Array:
+    """`a @ weight` in float64 for a float64 `a` (..., k) and a 2-D `weight` (k, n) of any
+    float dtype. A weight over FLOAT64_BLOCK_BYTES as float64 is converted a block of rows
+    at a time (a row at least) and the blocks' partial products are added in order.
+
+    The partial sums are NumPy's einsum loops, not BLAS: thousands of small multithreaded
+    BLAS calls spin their threads, ruinous on a busy machine; einsum runs on this thread."""
+    rows, columns = weight.shape
+    flat = a.reshape(-1, rows)
+    height = max(1, FLOAT64_BLOCK_BYTES // (8 * max(columns, 1)))
+    if weight.dtype == np.float64 or height >= rows:
+        product = flat @ np.asarray(weight, dtype=np.float64)
+    else:
+        product = np.zeros((flat.shape[0], columns))
+        partial = np.empty_like(product)
+        # One buffer refilled per block: fresh ones would each be page-faulted in anew.
+        buffer = np.empty((height, columns))
+        for start in range(0, rows, height):
+            block = buffer[: min(height, rows - start)]
+            block[...] = weight[start : start + height]
+            np.einsum("ij,jk->ik", flat[:, start : start + height], block, out=partial)
+            product += partial
+    return product.reshape(*a.shape[:-1], columns)
+
+
+def _unprepared(x: Array) -> Array:
+    return x
+
+
 @dataclass(frozen=True)
 class Cell:
+    # One time step: (the step's slice of `prepare(x)`, states) -> (output, new states).
     step: Step
     # Zero initial states for a given step input (batch, features...).
     zero_states: Callable[[Array], list[Array]]
     state_count: int
+    # The input side of every step at once, on the whole sequence (batch, time, ...): one
+    # pass over the input kernel rather than one per time step.
+    prepare: Callable[[Array], Array] = _unprepared
 
 
 def _take(weights: Iterator[Array], what: str) -> Array:
+    """The next weight as given (any float dtype, never copied here)."""
     try:
-        return np.asarray(next(weights), dtype=np.float64)
+        return np.asarray(next(weights))
     except StopIteration:
         raise ValueError(f"Ran out of weights while reading {what!r}") from None
+
+
+def _take64(weights: Iterator[Array], what: str) -> Array:
+    """The next weight in float64, for the small ones (biases) used whole."""
+    return np.asarray(_take(weights, what), dtype=np.float64)
 
 
 def expect_shape(array: Array, expected: tuple[int, ...], what: str) -> None:
@@ -47,7 +99,7 @@ def _dense_weights(
     recurrent_kernel = _take(weights, "recurrent_kernel")
     expect_shape(kernel, (*kernel.shape[:1], gates * units), "kernel")
     expect_shape(recurrent_kernel, (units, gates * units), "recurrent_kernel")
-    bias = _take(weights, "bias") if config.get("use_bias", True) else None
+    bias = _take64(weights, "bias") if config.get("use_bias", True) else None
     return kernel, recurrent_kernel, bias
 
 
@@ -70,14 +122,15 @@ def _lstm_cell(config: dict, weights: Iterator[Array], family: str) -> Cell:
     act = activation(config.get("activation", "tanh"), family)
     rec_act = activation(config.get("recurrent_activation", "sigmoid"), family)
 
-    def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
+    def step(x_kernel_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         h_prev, c_prev = states
-        z = x_t @ kernel + h_prev @ recurrent_kernel
+        z = x_kernel_t + matmul64(h_prev, recurrent_kernel)
         if bias is not None:
             z = z + bias
         return _lstm_gates_to_states(z, c_prev, act, rec_act)
 
-    return Cell(step, _dense_zero_states(int(config["units"]), 2), state_count=2)
+    return Cell(step, _dense_zero_states(int(config["units"]), 2), state_count=2,
+                prepare=lambda x: matmul64(x, kernel))
 
 
 def _gru_biases(bias: Array | None, units: int, reset_after: bool) -> tuple[Array, Array]:
@@ -105,44 +158,48 @@ def _gru_cell(config: dict, weights: Iterator[Array], family: str) -> Cell:
     act = activation(config.get("activation", "tanh"), family)
     rec_act = activation(config.get("recurrent_activation", "sigmoid"), family)
 
-    def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
+    def step(x_kernel_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         (h_prev,) = states
-        x_z, x_r, x_h = np.split(x_t @ kernel + input_bias, 3, axis=-1)
-        rec_z, rec_r, _ = np.split(h_prev @ recurrent_kernel + recurrent_bias, 3, axis=-1)
+        x_z, x_r, x_h = np.split(x_kernel_t + input_bias, 3, axis=-1)
+        rec_z, rec_r, _ = np.split(matmul64(h_prev, recurrent_kernel) + recurrent_bias, 3, axis=-1)
         z = rec_act(x_z + rec_z)
         r = rec_act(x_r + rec_r)
         candidate_kernel = recurrent_kernel[:, 2 * units :]
         if reset_after:  # reset gate applied after the recurrent matmul
-            rec_h = r * (h_prev @ candidate_kernel + recurrent_bias[2 * units :])
+            rec_h = r * (matmul64(h_prev, candidate_kernel) + recurrent_bias[2 * units :])
         else:  # ... or before it
-            rec_h = (r * h_prev) @ candidate_kernel
+            rec_h = matmul64(r * h_prev, candidate_kernel)
         h = z * h_prev + (1.0 - z) * act(x_h + rec_h)
         return h, [h]
 
-    return Cell(step, _dense_zero_states(units, 1), state_count=1)
+    return Cell(step, _dense_zero_states(units, 1), state_count=1, prepare=lambda x: matmul64(x, kernel))
 
 
 def _simple_rnn_cell(config: dict, weights: Iterator[Array], family: str) -> Cell:
     kernel, recurrent_kernel, bias = _dense_weights(config, weights, gates=1)
     act = activation(config.get("activation", "tanh"), family)
 
-    def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
+    def step(x_kernel_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
         (h_prev,) = states
-        pre = x_t @ kernel + h_prev @ recurrent_kernel
+        pre = x_kernel_t + matmul64(h_prev, recurrent_kernel)
         if bias is not None:
             pre = pre + bias
         h = act(pre)
         return h, [h]
 
-    return Cell(step, _dense_zero_states(int(config["units"]), 1), state_count=1)
+    return Cell(step, _dense_zero_states(int(config["units"]), 1), state_count=1,
+                prepare=lambda x: matmul64(x, kernel))
 
 
 def _stacked_cells(config: dict, weights: Iterator[Array], family: str) -> Cell:
     cells = [build_cell(cell_config, weights, family) for cell_config in config["cells"]]
 
     def step(x_t: Array, states: list[Array]) -> tuple[Array, list[Array]]:
+        # x_t comes prepared for the first cell; each later cell prepares its own input.
         new_states: list[Array] = []
-        for cell, cell_states in zip(cells, _split_states(cells, states)):
+        for index, (cell, cell_states) in enumerate(zip(cells, _split_states(cells, states))):
+            if index:
+                x_t = cell.prepare(x_t[:, np.newaxis])[:, 0]
             x_t, cell_new_states = cell.step(x_t, cell_states)
             new_states.extend(cell_new_states)
         return x_t, new_states
@@ -156,7 +213,8 @@ def _stacked_cells(config: dict, weights: Iterator[Array], family: str) -> Cell:
             x_t = np.zeros_like(cell_states[0])
         return states
 
-    return Cell(step, zero_states, state_count=sum(cell.state_count for cell in cells))
+    return Cell(step, zero_states, state_count=sum(cell.state_count for cell in cells),
+                prepare=cells[0].prepare if cells else _unprepared)
 
 
 def _split_states(cells: Sequence[Cell], states: list[Array]) -> list[list[Array]]:
@@ -222,14 +280,14 @@ def _conv(
             slice(o * d, o * d + (n - 1) * s + 1, s)
             for o, d, n, s in zip(offset, dilation, out_sizes, strides)
         )
-        result += padded[(slice(None), *window, slice(None))] @ kernel[offset]
+        result += matmul64(padded[(slice(None), *window, slice(None))], kernel[offset])
     return result
 
 
 def _conv_lstm_cell(config: dict, weights: Iterator[Array], family: str) -> Cell:
     kernel = _take(weights, "kernel")
     recurrent_kernel = _take(weights, "recurrent_kernel")
-    bias = _take(weights, "bias") if config.get("use_bias", True) else None
+    bias = _take64(weights, "bias") if config.get("use_bias", True) else None
     rank = kernel.ndim - 2
     filters = int(config["filters"])
     kernel_size = _as_tuple(config["kernel_size"], rank, "kernel_size")

@@ -52,7 +52,8 @@ def _recur(
     go_backwards: bool,
     zero_output_for_mask: bool,
 ) -> tuple[Array, list[Array]]:
-    """Run `step` over the time axis (1). Returns (outputs in processed order, states)."""
+    """Run `step` over the time axis (1) of `x` (the cell's prepared input). Returns (outputs
+    in processed order, states)."""
     time_indices = range(x.shape[1] - 1, -1, -1) if go_backwards else range(x.shape[1])
     outputs: list[Array] = []
     for t in time_indices:
@@ -108,7 +109,7 @@ def _run_recurrent(
     states = _initial_states(cell, x, initial_state)
     outputs, states = _recur(
         cell.step,
-        x,
+        cell.prepare(x),
         states,
         mask,
         go_backwards=bool(layer.get("go_backwards", False)),
@@ -271,7 +272,9 @@ def run_layer(
 
     Args:
         layer_config: `{"class_name": ..., "config": {...}}` as in a `.keras` config.json.
-        weights: the layer's `get_weights()` list (Bidirectional: forward then backward).
+        weights: the layer's `get_weights()` list (Bidirectional: forward then backward), or
+            read-only views of its variables: any float dtype, never copied whole; kernels
+            are converted to float64 a block of rows at a time (surgery.check.cells.matmul64).
         x: input, (batch, time, features...).
         mask: optional (batch, time) boolean mask; False marks a skipped step.
         initial_state: optional flat list of states in Keras order; zeros when None.

@@ -295,19 +295,26 @@ def effective_weights(layer) -> list:
     return [np.asarray(getattr(cell, name)) for name in names]
 
 
-def _float64_weights(layer):
-    """The layer's weights in float64, each read only when the oracle takes it: no float32
-    copy of all of them is held beside the float64 ones (a 1 GB model's layer is 512 MB)."""
+def _oracle_weights(layer):
+    """The layer's weights as the oracle takes them: read-only views of its variables'
+    memory where TensorFlow gives one (on the CPU it does), so nothing the size of a weight
+    is copied; the oracle converts them to float64 a block at a time (a 1 GB model's LSTM
+    layer is 512 MB of float32, 1 GB as float64)."""
     if type(layer).__name__ in registry.WRAPPER_CLASSES:
-        yield from (np.asarray(w, dtype=np.float64) for w in effective_weights(layer))
+        yield from effective_weights(layer)
         return
+    from surgery.io.quiet import import_tensorflow
+
+    tf = import_tensorflow()
     for variable in layer.weights:
-        yield np.asarray(variable, dtype=np.float64)
+        # A variable's read is a tensor sharing its buffer, and NumPy views a CPU tensor
+        # in place (np.asarray(variable) itself would copy).
+        yield np.asarray(tf.convert_to_tensor(variable))
 
 
 def oracle_states(family, layer, sequence, mask, initial_state) -> list[np.ndarray]:
     config = registry.unwrap(family.layer_config(layer))
-    _, states = oracle.run_layer(config, _float64_weights(layer), sequence.astype(np.float64),
+    _, states = oracle.run_layer(config, _oracle_weights(layer), sequence.astype(np.float64),
                                  mask=None if mask is None else np.asarray(mask, dtype=bool),
                                  initial_state=initial_state, family=family.name)
     return [np.asarray(s) for s in states]

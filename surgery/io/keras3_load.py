@@ -3,13 +3,18 @@
 Keras' own loader builds every layer with its initializers and then overwrites the values
 with the file's weights: for a recurrent layer the orthogonal recurrent kernel is a QR
 decomposition, minutes at 1 GB. It also reads the whole weights member into memory before
-copying it into the variables (twice the model's size). Here:
+copying it into the variables (twice the model's size), and each variable's value passes
+through two more copies on its way in (NumPy, then a tensor, beside the initial value). Here:
 
 - random initializers (RandomInitializer: glorot, orthogonal, ...) give zeros while a model
   is built for loading; deterministic ones still run. Keras refuses a file that does not
-  hold every variable of a layer, so each zero is overwritten by the file's value;
+  hold every variable of a layer, so each zero is overwritten by the file's value. Large
+  ones are zero pages not yet backed by memory, so that a variable's placeholder and its
+  value are never both resident;
 - the weights member of a .keras zip (stored, as Keras writes it) is read variable by
-  variable through a window onto the archive, not into memory first;
+  variable through a window onto the archive, not into memory first; a large variable is
+  read straight into memory that TensorFlow takes over (DLPack) and the variable adopts:
+  its value is in memory once;
 - a model built from a rewired config can take the original's variables (same path, shape
   and dtype) instead of allocating and copying its own: `build_sharing`.
 
@@ -27,6 +32,13 @@ import zipfile
 
 _PATCH_LOCK = threading.Lock()
 FAST_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
+# From this size a placeholder is a fresh mapping (glibc maps anything over 32 MiB, its
+# largest mmap threshold): zero pages that use no memory until written. Below it, zeros.
+UNTOUCHED_PLACEHOLDER_BYTES = 32 << 20
+# From this size a stored variable is read into memory TensorFlow adopts (no copies).
+ADOPTED_READ_BYTES = 1 << 20
+# Eigen's (so TensorFlow's) largest alignment: DLPack memory must meet it.
+TENSOR_ALIGNMENT = 64
 
 
 @contextlib.contextmanager
@@ -47,7 +59,7 @@ def cheap_initializers(shared: dict | None = None):
             self._initialize(source)
         elif isinstance(initializer, RandomInitializer):
             shape, dtype = self._shape, self._dtype
-            self._initialize(lambda: tf.zeros(shape, dtype=dtype))
+            self._initialize(lambda: _placeholder(tf, shape, dtype))
         else:
             original(self, initializer)
 
@@ -57,6 +69,14 @@ def cheap_initializers(shared: dict | None = None):
             yield
         finally:
             Variable._initialize_with_initializer = original
+
+
+def _placeholder(tf, shape, dtype):
+    """Zeros to be overwritten by the file's value; large ones left to the kernel's zero pages."""
+    size = (tf.TensorShape(shape).num_elements() or 0) * tf.as_dtype(dtype).size
+    if size >= UNTOUCHED_PLACEHOLDER_BYTES:
+        return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=False)
+    return tf.zeros(shape, dtype=dtype)
 
 
 def load(path: str, *, custom_objects: dict, safe_mode: bool):
@@ -105,16 +125,52 @@ def _load_zip_streamed(path: str, custom_objects: dict, safe_mode: bool):
 
 def _window_store(base, window):
     """Keras' H5IOStore reading an HDF5 file through a seekable window (it only takes paths
-    and BytesIO: a BytesIO would hold the whole member in memory)."""
+    and BytesIO: a BytesIO would hold the whole member in memory). Large float variables
+    come back as tensors over memory they were read into, which `assign` adopts."""
     import io
 
     import h5py
+    from keras.src.saving import saving_lib
+
+    safe_dataset = getattr(saving_lib, "safe_get_h5_dataset", None)  # Keras' checks on each dataset
 
     class WindowStore(base):
         def _get_h5_file(self, path_or_io, mode=None):
             return h5py.File(window, mode="r")
 
+        def __getitem__(self, key):
+            group = getattr(self, "_h5_entry_group", None)
+            if safe_dataset is not None and isinstance(group, h5py.Group):
+                dataset = safe_dataset(group, key)
+                if _adoptable(dataset):
+                    return _adopted_read(dataset)
+            return super().__getitem__(key)
+
     return WindowStore(io.BytesIO(), mode="r")
+
+
+def _adoptable(dataset) -> bool:
+    """A plain float dataset (not Keras' bfloat16-as-attribute) worth reading in place."""
+    dtype = dataset.dtype
+    return (dtype.kind == "f" and dtype.isnative and "dtype" not in dataset.attrs
+            and dataset.size * dtype.itemsize >= ADOPTED_READ_BYTES)
+
+
+def _adopted_read(dataset):
+    """The dataset as a tensor over the NumPy memory it was read into (DLPack: no copy).
+    Nothing else holds that memory, so `Variable.assign` takes the buffer over instead of
+    copying it (TensorFlow forwards an input whose buffer has one owner)."""
+    import numpy as np
+
+    from surgery.io.quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    nbytes = dataset.size * dataset.dtype.itemsize
+    raw = np.empty(nbytes + TENSOR_ALIGNMENT, dtype=np.uint8)
+    skip = -raw.ctypes.data % TENSOR_ALIGNMENT
+    array = raw[skip : skip + nbytes].view(dataset.dtype).reshape(dataset.shape)
+    dataset.read_direct(array)
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
 def variables_by_path(model) -> dict:
