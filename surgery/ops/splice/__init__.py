@@ -188,13 +188,13 @@ def _run_weights(p: SplicePlan, output: Path, fmt: str, *, step, verify, force, 
     fast = fmt == p.b.format and fmt in ("keras", "h5")
     if fmt == "savedmodel" and p.b.family == "keras3":
         raise NotSupportedError("a Keras 3 model is written as .keras or .h5 by splice; pass -o with one of those")
-    hashes = weights_check.start_hashing(p.a, p.b)
+    hashes = weights_check.start_hashing(p.a, p.b, wplan)  # one read of each, beside the write
     integrity = report = None
     facts = {"streamed": False, "cast": []}
     with saving.staged_outputs(force=force) as outputs:
         temp = outputs.temp(output, directory=(fmt == "savedmodel"))
         if fast:
-            facts = sw.write_weights(wplan, temp, progress=step)
+            facts = sw.write_weights(wplan, temp, progress=step, digests=hashes)
             if verify:
                 step("checking every weight of the written file")
                 integrity = weights_check.check_written(wplan, temp)
