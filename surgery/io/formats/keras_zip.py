@@ -498,6 +498,10 @@ def copy_member_stitched(source_path: str, dest: zipfile.ZipFile, info: zipfile.
     offset, fd = dest.fp.tell(), dest.fp.fileno()
     with open(source_path, "rb") as handle:
         data_start, span = _local_span(handle, info)
+        handle.seek(info.header_offset)
+        header_crc = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))[6]
+        handle.seek(data_start + info.compress_size)
+        signed = handle.read(4) == _DESCRIPTOR_SIGNATURE
         header = data_start - info.header_offset
         tail = span - header - info.compress_size  # the data descriptor, if any
         copying.copy_range(handle.fileno(), info.header_offset, fd, offset, header, source_name=source_path)
@@ -507,11 +511,11 @@ def copy_member_stitched(source_path: str, dest: zipfile.ZipFile, info: zipfile.
                                           f"written for {info.compress_size}")
         copying.copy_range(handle.fileno(), data_start + info.compress_size, fd,
                            offset + header + info.compress_size, tail, source_name=source_path)
-        handle.seek(data_start + info.compress_size)
-        signed = handle.read(4) == _DESCRIPTOR_SIGNATURE
     crc = crc_of(written)
-    os.pwrite(fd, struct.pack("<L", crc), offset + _CRC_FIELD)
-    if tail:  # the descriptor repeats it, after its optional signature
+    # With a data descriptor the local header may leave the CRC-32 at zero: then it stays so.
+    if not (tail and header_crc == 0):
+        os.pwrite(fd, struct.pack("<L", crc), offset + _CRC_FIELD)
+    if tail:  # the descriptor's CRC-32 comes after its optional signature
         os.pwrite(fd, struct.pack("<L", crc), offset + header + info.compress_size + (4 if signed else 0))
     _register(dest, info, offset, span, crc)
 
