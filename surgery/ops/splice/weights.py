@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -299,9 +300,19 @@ def write_weights(plan: WeightsPlan, temp: Path, *, progress=None, digests: Sour
     once meanwhile; this waits for them, so a corrupt input has failed when it returns.
     """
     step = progress or (lambda _m: None)
-    b, a = plan.dest.artifact, plan.source.artifact
     if digests is None:
         digests = SourceDigests(plan.source.model_artifact, plan.dest.model_artifact, copy_ranges(plan))
+    try:
+        streamed, casts = _write(plan, temp, digests, step)
+    except BaseException:
+        digests.cancel()  # nobody waits for them any more
+        raise
+    digests.wait()
+    return {"streamed": streamed, "cast": casts}
+
+
+def _write(plan: WeightsPlan, temp: Path, digests: SourceDigests, step) -> tuple[bool, list]:
+    b, a = plan.dest.artifact, plan.source.artifact
     with open_store(a) as source, open_store(b) as dest:
         targets = _targets(dest, assignments(plan))
         casts = sorted({f"{t.item.label}: {source[t.item.source_dataset].dtype} -> {t.dtype}"
@@ -318,8 +329,7 @@ def write_weights(plan: WeightsPlan, temp: Path, *, progress=None, digests: Sour
         else:
             step("writing (B copied, mapped weights edited in place)")
             _write_edited(b, temp, targets, source)
-    digests.wait()
-    return {"streamed": streamed, "cast": casts}
+    return streamed, casts
 
 
 def copy_ranges(plan: WeightsPlan) -> list:
@@ -462,10 +472,12 @@ class SourceDigests:
     - the CRC-32 of each range a streamed write copies (`ranges`, from copy_ranges), from which
       the new weights member's own is combined without reading anything again.
 
-    A SavedModel directory is hashed file by file (writers.sha256_of).
+    A SavedModel directory is hashed file by file (writers.sha256_of). `cancel()` stops the
+    reads when their results are no longer wanted (the write failed).
     """
 
     def __init__(self, a: ModelArtifact, b: ModelArtifact, ranges=()):
+        self._stop = threading.Event()
         wanted: dict = {}
         for piece in ranges:
             wanted.setdefault(os.path.realpath(piece.path), []).append((piece.start, piece.end))
@@ -475,9 +487,9 @@ class SourceDigests:
             key = os.path.realpath(artifact.path)
             if key not in self._tasks:
                 self._tasks[key] = pool.submit(_digest_checked, artifact.path, wanted.pop(key, []),
-                                               artifact.format == "keras", True)
+                                               artifact.format == "keras", True, self._stop)
         for path, extra in wanted.items():  # a SavedModel's weights, materialized as an .h5
-            self._tasks[path] = pool.submit(_digest_checked, path, extra, False, False)
+            self._tasks[path] = pool.submit(_digest_checked, path, extra, False, False, self._stop)
         pool.shutdown(wait=False)
         self._shas = [_Sha(self._tasks[os.path.realpath(artifact.path)]) for artifact in (a, b)]
 
@@ -491,6 +503,9 @@ class SourceDigests:
         for task in self._tasks.values():
             task.result()
 
+    def cancel(self) -> None:
+        self._stop.set()
+
 
 class _Sha:
     def __init__(self, task: concurrent.futures.Future):
@@ -500,12 +515,13 @@ class _Sha:
         return self._task.result().sha256
 
 
-def _digest_checked(path: str, ranges: list, zip_members: bool, sha256: bool) -> copying.FileDigest:
+def _digest_checked(path: str, ranges: list, zip_members: bool, sha256: bool, stop) -> copying.FileDigest:
     if os.path.isdir(path):
         from surgery.io.writers import sha256_of
 
         return copying.FileDigest(path, 0, sha256_of(path), ())
     members = keras_zip.stored_members(path) if zip_members else []
-    digest = copying.digest_file(path, [*ranges, *((start, end) for start, end, _info in members)], sha256=sha256)
+    digest = copying.digest_file(path, [*ranges, *((start, end) for start, end, _info in members)], sha256=sha256,
+                                 stop=stop)
     keras_zip.check_stored_members(path, members, digest)
     return digest
