@@ -91,11 +91,13 @@ def crc32_of_runs(runs: Iterable[tuple[int, int]]) -> int:
 def _libdeflate_crc32():
     """libdeflate's CRC-32 (the same function as zlib's, several times faster where the CPU
     multiplies carry-less) when the system has the library, checked against zlib first."""
-    import ctypes.util
-
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("deflate") or "libdeflate.so.0").libdeflate_crc32
-    except (OSError, AttributeError):
+    for name in ("libdeflate.so.0", "libdeflate.0.dylib"):  # by soname: no ldconfig run
+        try:
+            function = ctypes.CDLL(name).libdeflate_crc32
+            break
+        except (OSError, AttributeError):
+            continue
+    else:
         return None
     function.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t]
     function.restype = ctypes.c_uint32

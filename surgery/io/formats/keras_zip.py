@@ -452,9 +452,8 @@ def sha256_checking_members(path: str | os.PathLike) -> str:
     """SHA-256 of a .keras file, with every stored member's CRC-32 checked in the same read.
 
     One pass over the source instead of one for the hash and one per member's CRC; a
-    corrupt member fails (UnreadableModelError) as the copy's own check would. The file is
-    mapped window by window (copying.digest_file): the SHA-256 of a window runs on this
-    thread while its CRC-32s run on a second core.
+    corrupt member fails (UnreadableModelError) as the copy's own check would. A second
+    thread reads ahead and takes the CRC-32s while this one hashes (copying.digest_file).
     """
     members = stored_members(path)
     digest = copying.digest_file(path, [(start, end) for start, end, _info in members])
