@@ -12,12 +12,14 @@ Goal (issue 11): at most 1.3x `cp B && sync` (the output has B's size), peak RSS
 - Rounds, interleaved (benchmarks/disk_pace.py: each run from a fresh state, outputs removed
   and the disk synced first, untimed): `cp B COPY && sync`; `cli.py splice A B --mode weights
   -o OUT --no-verify`; with --baseline, the same command from another checkout (an older
-  commit: "before"). Best wall and CPU seconds (user + system) of each; peak RSS.
+  commit: "before"). Best wall and CPU seconds (user + system) of each; peak RSS. (CPU
+  seconds count the children a process waited for: worker processes left to exit on their
+  own, as the old splice's hashing workers were, are missed.)
 - Where the time goes, in-process: the one read of each input (SourceDigests: SHA-256 of A
   and B for the manifest, their members' CRC-32 checked, the CRC-32s the new member's is
-  combined from) alone; the write alone once those are done (kernel copies of B's and A's
-  ranges, CRC-32 combined, nothing read again); and the floor the manifest sets: hashlib's
-  SHA-256 of A and of B read one after the other.
+  combined from) alone; the write alone once those are done, fsync included (kernel copies
+  of B's and A's ranges, CRC-32 combined, nothing read again); and the floor the manifest
+  sets: hashlib's SHA-256 of A and of B read one after the other.
 - The written file is checked statically (`check_written`, as --verify runs it: every weight
   of B not mapped hashes the same, every mapped one equals A's byte for byte); with
   --baseline, its bytes are compared with the baseline's output.
@@ -52,6 +54,7 @@ def model_pair(size_mb: int) -> tuple[Path, Path]:
 
 def in_process(a: Path, b: Path, out: Path) -> dict:
     from surgery.io.formats import read_artifact
+    from surgery.io.saving import fsync
     from surgery.ops.splice import weights as sw, weights_check
 
     a_art, b_art = read_artifact(str(a)), read_artifact(str(b))
@@ -65,6 +68,7 @@ def in_process(a: Path, b: Path, out: Path) -> dict:
     fresh([out])
     start = time.perf_counter()
     sw.write_weights(plan, out, digests=digests)
+    fsync(out)
     written = time.perf_counter() - start
     start = time.perf_counter()
     for path in (a, b):
@@ -116,7 +120,7 @@ def main() -> None:
     fresh([DATA / f"spliced_inproc_{tag}.keras"])
     rows.append(("  in-process: one read of A and B (SHA-256, CRC-32s)", f"{parts['digests']:.2f} s",
                  "on a background thread, beside the write"))
-    rows.append(("  in-process: the write alone, reads done", f"{parts['write']:.2f} s",
+    rows.append(("  in-process: the write alone, reads done, flushed to disk", f"{parts['write']:.2f} s",
                  f"kernel copies, CRC-32 combined; plan (static, no TensorFlow) {parts['plan'] * 1000:.0f} ms"))
     rows.append(("  in-process: hashlib SHA-256 of A, then B", f"{parts['sha256']:.2f} s",
                  f"the floor the manifest's two SHA-256 set: {parts['sha256'] / cp.seconds:.2f}× `cp B && sync`"))
