@@ -1,31 +1,38 @@
-"""Benchmark of `splice --mode weights` between two big LSTM models. Prints a Markdown table.
+"""`splice --mode weights --no-verify` against `cp && sync` of the same bytes. Prints a Markdown
+table headed by the machine line.
 
-    python benchmarks/splice_bench.py [--size-mb 1024] [--repeat 3]
+    python benchmarks/splice_bench.py [--size-mb 1024] [--repeat 3] [--baseline CHECKOUT] [--skip-verified]
 
-Figure from the issue: a weights splice between two models with 1 GB of LSTM weights each
-takes at most 2x the time of copying the file, with peak RSS at most 300 MB.
+Goal (issue 11): at most 1.3x `cp B && sync` (the output has B's size), peak RSS under 300 MB.
 
-- A and B: two independently initialised stacked-LSTM .keras models of about --size-mb MB
-  each (same architecture, different weights), built once under benchmarks/data/ (ignored
-  by git) with the helper that benchmarks/run.py uses.
-- `cp B`: best of --repeat (warm page cache, like every run below).
-- `splice A B --mode weights --no-verify`: best of --repeat; peak RSS of the process (GNU
-  time). It hashes both inputs (sha256, for the manifest) and checks B's weights-member CRC
-  on a second thread while the main thread streams the new zip.
-- Where the time goes, measured in-process: the streamed write alone, and the input hashing
-  alone.
-- The written file is then checked statically (every weight of B not mapped hashes the same,
-  every mapped weight equals A's byte for byte): `check_written`, as `--verify` runs it.
-- Full default splice (static + numerical verification in Keras) on a ~100 MB pair, for scale.
+- A: a stacked-LSTM .keras model of about --size-mb MB (benchmarks/data/splice_a_<size>mb.keras);
+  B: the expose benchmark's model of the same size and architecture (lstm_<size>mb.keras),
+  initialised independently. Both are built once by run.big_lstm_model (ignored by git). All
+  of A's recurrent weights replace B's: the output is mostly A's bytes in B's layout.
+- Rounds, interleaved (benchmarks/disk_pace.py: each run from a fresh state, outputs removed
+  and the disk synced first, untimed): `cp B COPY && sync`; `cli.py splice A B --mode weights
+  -o OUT --no-verify`; with --baseline, the same command from another checkout (an older
+  commit: "before"). Best wall and CPU seconds (user + system) of each; peak RSS. (CPU
+  seconds count the children a process waited for: worker processes left to exit on their
+  own, as the old splice's hashing workers were, are missed.)
+- Where the time goes, in-process: the one read of each input (SourceDigests: SHA-256 of A
+  and B for the manifest, their members' CRC-32 checked, the CRC-32s the new member's is
+  combined from) alone; the write alone once those are done, fsync included (kernel copies
+  of B's and A's ranges, CRC-32 combined, nothing read again); and the floor the manifest
+  sets: hashlib's SHA-256 of A and of B read one after the other.
+- The written file is checked statically (`check_written`, as --verify runs it: every weight
+  of B not mapped hashes the same, every mapped one equals A's byte for byte); with
+  --baseline, its bytes are compared with the baseline's output.
+- Unless --skip-verified: the full default splice (static + numerical verification in
+  Keras) on a ~100 MB pair, for scale.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import hashlib
 import os
-import platform
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,49 +42,45 @@ DATA = ROOT / "benchmarks" / "data"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from disk_pace import cp_and_sync, fresh, interleaved, measure  # noqa: E402
+from run import big_lstm_model, machine  # noqa: E402
+
 
 def model_pair(size_mb: int) -> tuple[Path, Path]:
-    from run import big_lstm_model  # the same generator as the other benchmarks
-
+    """(A, B): B is the expose benchmark's model; A another of the same architecture."""
     return (big_lstm_model(DATA / f"splice_a_{size_mb}mb.keras", size_mb),
-            big_lstm_model(DATA / f"splice_b_{size_mb}mb.keras", size_mb))
-
-
-def timed(command: list[str]) -> tuple[float, int]:
-    """(seconds, peak RSS in MB) of one child process."""
-    report = DATA / ".splice_time"
-    start = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *command], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
-    return elapsed, int(report.read_text().split()[-1]) // 1024
-
-
-def best_of(n: int, command: list[str]) -> tuple[float, int]:
-    runs = [timed(command) for _ in range(n)]
-    return min(r[0] for r in runs), max(r[1] for r in runs)
+            big_lstm_model(DATA / f"lstm_{size_mb}mb.keras", size_mb))
 
 
 def in_process(a: Path, b: Path, out: Path) -> dict:
-    from surgery.ops.splice import weights as sw, weights_check
     from surgery.io.formats import read_artifact
+    from surgery.io.saving import fsync
+    from surgery.ops.splice import weights as sw, weights_check
 
-    a_art, b_art = read_artifact(a), read_artifact(b)
+    a_art, b_art = read_artifact(str(a)), read_artifact(str(b))
     start = time.perf_counter()
     plan = sw.plan_weights(a_art, b_art, [])
     planned = time.perf_counter() - start
     start = time.perf_counter()
-    sw.write_weights(plan, out)
+    digests = weights_check.start_hashing(a_art, b_art, plan)
+    digests.wait()
+    digested = time.perf_counter() - start
+    fresh([out])
+    start = time.perf_counter()
+    sw.write_weights(plan, out, digests=digests)
+    fsync(out)
     written = time.perf_counter() - start
     start = time.perf_counter()
-    crc_range = weights_check.weights_member_range(str(b))
-    weights_check.hash_file(str(b), crc_range[:2] if crc_range else None)
-    weights_check.hash_file(str(a))
+    for path in (a, b):
+        digest = hashlib.sha256()
+        with open(path, "rb", buffering=0) as handle:
+            while chunk := handle.read(8 << 20):
+                digest.update(chunk)
     hashed = time.perf_counter() - start
     start = time.perf_counter()
     integrity = weights_check.check_written(plan, out)
     checked = time.perf_counter() - start
-    return {"plan": planned, "write": written, "hash": hashed, "check": checked,
+    return {"plan": planned, "digests": digested, "write": written, "sha256": hashed, "check": checked,
             "replaced": len(integrity["replaced"]), "unchanged": len(integrity["unchanged_sha256"])}
 
 
@@ -85,46 +88,56 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="a checkout of an older commit, run beside this one")
+    parser.add_argument("--skip-verified", action="store_true", help="leave out the verified 100 MB splice")
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
     a, b = model_pair(args.size_mb)
     size = b.stat().st_size / 1e6
-    out = DATA / "spliced.keras"
-    copy = DATA / "splice_copy.keras"
-    cli = [sys.executable, str(ROOT / "cli.py")]
-    rows = []
+    tag = os.getpid()  # other runs of this benchmark may share benchmarks/data
+    out, copy, before_out = (DATA / f"{name}_{tag}.keras" for name in ("spliced", "splice_copy", "spliced_before"))
+    splice = ["splice", str(a), str(b), "--mode", "weights", "--no-verify", "-o"]
+    commands = {"cp": cp_and_sync(b, copy),
+                "tool": ([sys.executable, str(ROOT / "cli.py"), *splice, str(out)], [out])}
+    if args.baseline is not None:
+        commands["before"] = ([sys.executable, str(args.baseline / "cli.py"), *splice, str(before_out)], [before_out])
+    got = interleaved(args.repeat, commands)
+    same = filecmp.cmp(out, before_out, shallow=False) if args.baseline is not None else None
+    fresh([out, copy, before_out])
+    tool, cp = got["tool"], got["cp"]
+    rows = [(f"`cp B && sync` ({size:.0f} MB)", f"{cp.seconds:.2f} s", f"CPU {cp.cpu_seconds:.2f} s"),
+            (f"splice --mode weights --no-verify, 2 × {size:.0f} MB", f"{tool.seconds:.2f} s",
+             f"**{tool.seconds / cp.seconds:.2f}×** `cp B && sync` (goal ≤ 1.3×); CPU {tool.cpu_seconds:.2f} s; "
+             f"peak RSS {tool.rss_mb} MB (goal < 300)")]
+    if args.baseline is not None:
+        before = got["before"]
+        rows.append((f"  before ({args.baseline.name})", f"{before.seconds:.2f} s",
+                     f"{before.seconds / cp.seconds:.2f}× `cp B && sync`; CPU {before.cpu_seconds:.2f} s; peak RSS "
+                     f"{before.rss_mb} MB; outputs byte-identical: {same}"))
+    rows.append((f"  best of {args.repeat} rounds, interleaved", "", ""))
 
-    cp_time, _ = best_of(args.repeat, ["cp", str(b), str(copy)])
-    copy.unlink(missing_ok=True)
-    ours, rss = best_of(args.repeat, [*cli, "splice", str(a), str(b), "--mode", "weights", "-o", str(out),
-                                      "--no-verify", "--force"])
-    startup, _ = best_of(args.repeat, [sys.executable, "-c", "import cli, surgery.ops.splice.weights"])
-    parts = in_process(a, b, DATA / "spliced_inproc.keras")
-    (DATA / "spliced_inproc.keras").unlink(missing_ok=True)
-    rows.append((f"cp of B ({size:.0f} MB)", f"{cp_time:.2f} s", f"best of {args.repeat}, warm cache"))
-    rows.append((f"splice --mode weights --no-verify, 2 × {size:.0f} MB",
-                 f"{ours:.2f} s", (f"{ours / cp_time:.2f}× cp (target ≤ 2×); peak RSS {rss} MB (target ≤ 300); "
-                                   f"Python start-up and imports {startup:.2f} s of it")))
-    rows.append(("  of which: streamed write of the new zip", f"{parts['write']:.2f} s",
-                 f"{parts['write'] / cp_time:.2f}× cp; plan (static, no TensorFlow) {parts['plan'] * 1000:.0f} ms"))
-    rows.append(("  of which: sha256 of A and B + B's CRC (second thread)", f"{parts['hash']:.2f} s",
-                 "for the manifest; runs alongside the write"))
+    parts = in_process(a, b, DATA / f"spliced_inproc_{tag}.keras")
+    fresh([DATA / f"spliced_inproc_{tag}.keras"])
+    rows.append(("  in-process: one read of A and B (SHA-256, CRC-32s)", f"{parts['digests']:.2f} s",
+                 "on a background thread, beside the write"))
+    rows.append(("  in-process: the write alone, reads done, flushed to disk", f"{parts['write']:.2f} s",
+                 f"kernel copies, CRC-32 combined; plan (static, no TensorFlow) {parts['plan'] * 1000:.0f} ms"))
+    rows.append(("  in-process: hashlib SHA-256 of A, then B", f"{parts['sha256']:.2f} s",
+                 f"the floor the manifest's two SHA-256 set: {parts['sha256'] / cp.seconds:.2f}× `cp B && sync`"))
     rows.append(("static check of the written file (part of --verify)", f"{parts['check']:.2f} s",
                  f"{parts['replaced']} weights equal A's byte for byte, {parts['unchanged']} others sha256-identical"))
 
-    small_a, small_b = model_pair(100)
-    small_out = DATA / "spliced_100mb.keras"
-    full, full_rss = timed([*cli, "splice", str(small_a), str(small_b), "--mode", "weights", "-o", str(small_out),
-                            "--force"])
-    rows.append((f"splice --mode weights (verified in Keras), 2 × {small_b.stat().st_size / 1e6:.0f} MB", f"{full:.2f} s",
-                 f"peak RSS {full_rss} MB: loads B, the result and a reference model in Keras"))
-    for path in (out, small_out):
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".manifest.json").unlink(missing_ok=True)
+    if not args.skip_verified:
+        small_a, small_b = model_pair(100)
+        small_out = DATA / f"spliced_100mb_{tag}.keras"
+        full = measure([sys.executable, str(ROOT / "cli.py"), "splice", str(small_a), str(small_b), "--mode",
+                        "weights", "-o", str(small_out)], [small_out])
+        fresh([small_out])
+        rows.append((f"splice --mode weights (verified in Keras), 2 × {small_b.stat().st_size / 1e6:.0f} MB",
+                     f"{full.seconds:.2f} s",
+                     f"peak RSS {full.rss_mb} MB: loads B, the result and a reference model in Keras"))
 
-    cpu = platform.processor() or platform.machine()
-    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; "
-          f"disk free {shutil.disk_usage(DATA).free / 1e9:.0f} GB")
+    print(machine())
     print("| benchmark | result | notes |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

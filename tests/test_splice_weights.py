@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import zipfile
+import zlib
 
 import h5py
 import numpy as np
@@ -319,6 +320,88 @@ def test_corrupt_b_weights_fail_and_write_nothing(tmp_path):
     with pytest.raises(UnreadableModelError, match="corrupt"):
         splice(a, b, "weights", ["lstm=lstm"], output=out, verify=False)
     assert not out.exists() and not list(tmp_path.glob(".out.keras*"))
+
+
+def test_corrupt_a_weights_fail_and_write_nothing(tmp_path):
+    """A flipped byte in a weight of A that IS copied into B: A's CRC check refuses it rather
+    than the result carrying it under a fresh, valid CRC."""
+    a = twin(FIXTURES / "lstm_stacked.keras", tmp_path / "a.keras")
+    with zipfile.ZipFile(a) as archive:
+        info = archive.getinfo("model.weights.h5")
+        from surgery.io.formats.keras_zip import stored_data_offset
+
+        start = stored_data_offset(str(a), archive, info)
+        with h5py.File(io.BytesIO(archive.read(info))) as handle:
+            offset = handle["layers/lstm/cell/vars/0"].id.get_offset()
+    data = bytearray(a.read_bytes())
+    data[start + offset] ^= 0xFF
+    a.write_bytes(bytes(data))
+    out = tmp_path / "out.keras"
+    with pytest.raises(UnreadableModelError, match="corrupt"):
+        splice(a, FIXTURES / "lstm_stacked.keras", "weights", ["lstm=lstm"], output=out, verify=False)
+    assert not out.exists() and not list(tmp_path.glob(".out.keras*"))
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only stream: zipfile writes a data descriptor after each member."""
+
+    def __init__(self, sink):
+        self._sink = sink
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        return self._sink.write(data)
+
+
+@pytest.mark.parametrize("descriptors", [False, True])
+def test_stitched_member_keeps_b_bytes_and_gets_a_right_crc(descriptors, tmp_path, keras):
+    """The new weights member is B's bytes with exactly the mapped datasets' ranges replaced by
+    A's, and its CRC-32 (combined from the pieces, never read back) is right in the central
+    directory and the local header, or in the data descriptor when B has them (as a streaming
+    zip writer makes)."""
+    a = twin(FIXTURES / "lstm_stacked.keras", tmp_path / "a.keras")
+    b = tmp_path / "b.keras"
+    with zipfile.ZipFile(FIXTURES / "lstm_stacked.keras") as source, open(b, "wb") as raw, \
+            zipfile.ZipFile(_Unseekable(raw) if descriptors else raw, "w") as archive:
+        for info in source.infolist():
+            archive.writestr(info, source.read(info))
+    with zipfile.ZipFile(b) as archive:
+        assert bool(archive.getinfo("model.weights.h5").flag_bits & 0x08) == descriptors
+    out = tmp_path / "out.keras"
+    result = splice(a, b, "weights", ["lstm=lstm"], output=out, verify=False)
+    assert result.fast_path and json.loads(result.manifest.read_text())["streamed"] is True
+
+    def member(path):
+        with zipfile.ZipFile(path) as archive:
+            assert archive.testzip() is None  # every CRC-32 recomputed from the bytes
+            return archive.read("model.weights.h5")
+
+    new, old, donor = member(out), member(b), member(a)
+    replaced = bytearray(old)
+    with h5py.File(io.BytesIO(old)) as b_store, h5py.File(io.BytesIO(donor)) as a_store:
+        for role in ("0", "1", "2"):
+            name = f"layers/lstm/cell/vars/{role}"
+            at, size = b_store[name].id.get_offset(), b_store[name].nbytes
+            source = a_store[name].id.get_offset()
+            replaced[at:at + size] = donor[source:source + size]
+    assert new == bytes(replaced) and new != old
+    raw = out.read_bytes()
+    with zipfile.ZipFile(out) as archive:
+        info = archive.getinfo("model.weights.h5")
+        from surgery.io.formats.keras_zip import stored_data_offset
+
+        descriptor = stored_data_offset(str(out), archive, info) + info.compress_size
+    header_crc = int.from_bytes(raw[info.header_offset + 14:info.header_offset + 18], "little")
+    assert info.CRC == zlib.crc32(new)
+    if descriptors:
+        assert raw[descriptor:descriptor + 4] == b"PK\x07\x08"
+        assert int.from_bytes(raw[descriptor + 4:descriptor + 8], "little") == info.CRC
+        assert header_crc == 0  # deferred to the descriptor, as in B
+    else:
+        assert header_crc == info.CRC
+    assert_spliced(keras, a, b, out, {"lstm": "lstm"})
 
 
 # ----------------------------------------------------------------------------------------

@@ -11,17 +11,19 @@ import os
 from pathlib import Path
 
 from surgery.errors import SurgeryError
+from surgery.io import copying
 from surgery.io.saving import atomic_target, manifest_path
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, or of a directory's files in sorted order."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file (read ahead on a second thread: copying.digest_file), or of a
+    directory's files in sorted order."""
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
+    if not path.is_dir():
+        return copying.digest_file(path).sha256
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)

@@ -12,9 +12,7 @@ in place through a seekable window onto the archive.
 from __future__ import annotations
 
 import io
-import concurrent.futures
 import copy
-import zlib
 import json
 import os
 import shutil
@@ -24,6 +22,7 @@ from typing import Any
 
 import h5py
 
+from surgery.io import copying
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import UnreadableModelError, UsageError
 from surgery.io.formats import (
@@ -397,18 +396,12 @@ def copy_member(
     # kernel (copy_file_range), as fast as `cp`. Its recorded CRC-32 is checked against the
     # source bytes on a second thread during the copy, so corrupt weights still fail the
     # copy instead of being re-saved with a fresh, valid CRC.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        crc = pool.submit(_member_crc32, source_path, info)
-        _raw_copy_member(source_path, dest, info)
-        actual = crc.result()
-    if actual != info.CRC:
-        raise unreadable(
-            source_path,
-            f"member {info.filename!r} is corrupt (CRC-32 {actual:08x}, recorded {info.CRC:08x})",
-        )
+    start, end = _data_range(source_path, info)
+    crc = copying.start_digest(source_path, [(start, end)], sha256=False)
+    _raw_copy_member(source_path, dest, info)
+    check_stored_members(source_path, [(start, end, info)], crc.result())
 
 
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... filename length, extra length
 _DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 
 
@@ -428,73 +421,56 @@ def _local_span(handle, info: zipfile.ZipInfo) -> tuple[int, int]:
     return data_start, end - info.header_offset
 
 
-def _member_crc32(source_path: str, info: zipfile.ZipInfo) -> int:
+def _data_range(source_path: str, info: zipfile.ZipInfo) -> tuple[int, int]:
+    """(start, end) of a member's stored bytes in the archive file."""
     with open(source_path, "rb") as handle:
         data_start, _ = _local_span(handle, info)
-        handle.seek(data_start)
-        remaining, crc = info.compress_size, 0
-        buffer = bytearray(4 * COPY_CHUNK_BYTES)  # one reused buffer: memory stays flat
-        view = memoryview(buffer)
-        while remaining > 0:
-            got = handle.readinto(view[: min(len(buffer), remaining)])
-            if not got:
-                raise unreadable(source_path, f"member {info.filename!r} is truncated")
-            crc = zlib.crc32(view[:got], crc)
-            remaining -= got
-    return crc
+    return data_start, data_start + info.compress_size
 
 
-HASH_CHUNK_BYTES = 1 << 20  # each chunk read once; SHA-256 here, CRC-32 on a helper thread
+def stored_members(path: str | os.PathLike) -> list[tuple[int, int, zipfile.ZipInfo]]:
+    """(start, end, info) of every stored member's bytes in a .keras file (checked offsets)."""
+    path = os.fspath(path)
+    with zipfile.ZipFile(path) as archive:
+        return [(start, start + info.compress_size, info)
+                for info in archive.infolist()
+                if info.compress_type == zipfile.ZIP_STORED and not info.is_dir()
+                for start in [stored_data_offset(path, archive, info)]]
+
+
+def check_stored_members(path: str | os.PathLike, members, digest: copying.FileDigest) -> None:
+    """The CRC-32 of each of `members` (from stored_members) as a digest of the file read it,
+    against the recorded one: UnreadableModelError naming the first corrupt member."""
+    for start, end, info in members:
+        actual = digest.crc32(start, end)
+        if actual != info.CRC:
+            raise unreadable(os.fspath(path), f"member {info.filename!r} is corrupt (CRC-32 {actual:08x}, "
+                                              f"recorded {info.CRC:08x})")
 
 
 def sha256_checking_members(path: str | os.PathLike) -> str:
     """SHA-256 of a .keras file, with every stored member's CRC-32 checked in the same read.
 
     One pass over the source instead of one for the hash and one per member's CRC; a
-    corrupt member fails (UnreadableModelError) as the copy's own check would. Both
-    digests release the GIL, so the CRC of a chunk runs on a second core beside its hash.
+    corrupt member fails (UnreadableModelError) as the copy's own check would. A second
+    thread reads ahead and takes the CRC-32s while this one hashes (copying.digest_file).
     """
-    import hashlib
-
-    path = os.fspath(path)
-    with zipfile.ZipFile(path) as archive:
-        ranges = [(start, start + info.compress_size, info)
-                  for info in archive.infolist()
-                  if info.compress_type == zipfile.ZIP_STORED and not info.is_dir()
-                  for start in [stored_data_offset(path, archive, info)]]
-    crcs = [0] * len(ranges)
-    digest = hashlib.sha256()
-
-    def crc_of(chunk, position: int) -> None:
-        for index, (start, end, _info) in enumerate(ranges):
-            if start < position + len(chunk) and end > position:
-                crcs[index] = zlib.crc32(chunk[max(0, start - position): end - position], crcs[index])
-
-    buffer = bytearray(HASH_CHUNK_BYTES)
-    view = memoryview(buffer)
-    position = 0
-    with open(path, "rb", buffering=0) as handle, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=1) as helper:
-        while got := handle.readinto(buffer):
-            chunk = view[:got]
-            pending = helper.submit(crc_of, chunk, position)
-            digest.update(chunk)
-            pending.result()  # the buffer is reused for the next chunk
-            position += got
-    for (_start, _end, info), actual in zip(ranges, crcs):
-        if actual != info.CRC:
-            raise unreadable(path, f"member {info.filename!r} is corrupt (CRC-32 {actual:08x}, recorded {info.CRC:08x})")
-    return digest.hexdigest()
+    members = stored_members(path)
+    digest = copying.digest_file(path, [(start, end) for start, end, _info in members])
+    check_stored_members(path, members, digest)
+    return digest.sha256
 
 
 def member_crc32(path: str | os.PathLike, name: str) -> int | None:
     """CRC-32 of a stored member's bytes as they are in the file (None: no such member)."""
+    path = os.fspath(path)
     with zipfile.ZipFile(path) as archive:
         try:
             info = archive.getinfo(name)
         except KeyError:
             return None
-    return _member_crc32(os.fspath(path), info)
+    start, end = _data_range(path, info)
+    return copying.digest_file(path, [(start, end)], sha256=False).crc32(start, end)
 
 
 def _raw_copy_member(source_path: str, dest: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
@@ -503,35 +479,56 @@ def _raw_copy_member(source_path: str, dest: zipfile.ZipFile, info: zipfile.ZipI
     offset = dest.fp.tell()
     with open(source_path, "rb") as handle:
         _, length = _local_span(handle, info)
-        _copy_range(handle, info.header_offset, dest.fp, offset, length)
+        copying.copy_range(handle.fileno(), info.header_offset, dest.fp.fileno(), offset, length,
+                           source_name=source_path)
+    _register(dest, info, offset, length, info.CRC)
+
+
+def copy_member_stitched(source_path: str, dest: zipfile.ZipFile, info: zipfile.ZipInfo, pieces,
+                         crc_of) -> None:
+    """Append a stored member under its own local header, its bytes written from `pieces`
+    (copying.write_pieces: ranges of files copied by the kernel, produced buffers), as many
+    as it holds. Its CRC-32 is `crc_of(written)` (written: what write_pieces returned),
+    combined from the pieces' own without reading the member again, and patched into the
+    local header (and data descriptor) once known."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & _ENCRYPTED_FLAG:
+        raise unreadable(source_path, f"member {info.filename!r} is not stored plain; cannot stitch it")
+    dest.fp.flush()
+    offset, fd = dest.fp.tell(), dest.fp.fileno()
+    with open(source_path, "rb") as handle:
+        data_start, span = _local_span(handle, info)
+        handle.seek(info.header_offset)
+        header_crc = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))[6]
+        handle.seek(data_start + info.compress_size)
+        signed = handle.read(4) == _DESCRIPTOR_SIGNATURE
+        header = data_start - info.header_offset
+        tail = span - header - info.compress_size  # the data descriptor, if any
+        copying.copy_range(handle.fileno(), info.header_offset, fd, offset, header, source_name=source_path)
+        written = copying.write_pieces(fd, offset + header, pieces)
+        if sum(length for length, _crc in written) != info.compress_size:
+            raise unreadable(source_path, f"member {info.filename!r}: {sum(n for n, _c in written)} bytes "
+                                          f"written for {info.compress_size}")
+        copying.copy_range(handle.fileno(), data_start + info.compress_size, fd,
+                           offset + header + info.compress_size, tail, source_name=source_path)
+    crc = crc_of(written)
+    # With a data descriptor the local header may leave the CRC-32 at zero: then it stays so.
+    if not (tail and header_crc == 0):
+        os.pwrite(fd, struct.pack("<L", crc), offset + _CRC_FIELD)
+    if tail:  # the descriptor's CRC-32 comes after its optional signature
+        os.pwrite(fd, struct.pack("<L", crc), offset + header + info.compress_size + (4 if signed else 0))
+    _register(dest, info, offset, span, crc)
+
+
+_CRC_FIELD = 14  # offset of the CRC-32 in a local file header
+
+
+def _register(dest: zipfile.ZipFile, info: zipfile.ZipInfo, offset: int, length: int, crc: int) -> None:
+    """Register a member appended at `offset` for the central directory zipfile writes."""
     dest.fp.seek(offset + length)
     copied = copy.copy(info)
     copied.header_offset = offset
+    copied.CRC = crc
     dest.filelist.append(copied)
     dest.NameToInfo[copied.filename] = copied
     dest.start_dir = dest.fp.tell()
     dest._didModify = True
-
-
-def _copy_range(source, source_offset: int, target, target_offset: int, length: int) -> None:
-    source_fd, target_fd = source.fileno(), target.fileno()
-    done = 0
-    try:
-        while done < length:
-            sent = os.copy_file_range(source_fd, target_fd, length - done,
-                                      source_offset + done, target_offset + done)
-            if sent == 0:
-                raise OSError("copy_file_range made no progress")
-            done += sent
-    except (AttributeError, OSError):
-        # No copy_file_range here (or across these file systems): a plain buffered copy.
-        source.seek(source_offset + done)
-        target.seek(target_offset + done)
-        remaining = length - done
-        while remaining > 0:
-            chunk = source.read(min(COPY_CHUNK_BYTES, remaining))
-            if not chunk:
-                raise OSError("source ended during copy")
-            target.write(chunk)
-            remaining -= len(chunk)
-        target.flush()

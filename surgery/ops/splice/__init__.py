@@ -194,8 +194,14 @@ def _run_weights(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, 
     fast = fmt == p.b.format and fmt in ("keras", "h5")
     if fmt == "savedmodel" and p.b.family == "keras3":
         raise NotSupportedError("a Keras 3 model is written as .keras or .h5 by splice; pass -o with one of those")
-    job.check(_target(output, fmt),
-              hashes=lambda _paths: dict(zip((p.a.path, p.b.path), weights_check.start_hashing(p.a, p.b))))
+    digests = None
+
+    def start_hashing(_paths) -> dict:
+        nonlocal digests  # one read of A and of B, beside the write, which stitches from their CRCs
+        digests = weights_check.start_hashing(p.a, p.b, wplan)
+        return dict(zip((p.a.path, p.b.path), digests))
+
+    job.check(_target(output, fmt), hashes=start_hashing)
     integrity = None
     facts = {"streamed": False, "cast": []}
 
@@ -203,7 +209,7 @@ def _run_weights(job: pipeline.WriteJob, p: SplicePlan, output: Path, fmt: str, 
         nonlocal facts, integrity
         temp = temps[output]
         if fast:
-            facts = sw.write_weights(wplan, temp, progress=job.step)
+            facts = sw.write_weights(wplan, temp, progress=job.step, digests=digests)
             if verify:
                 job.step("checking every weight of the written file")
                 integrity = weights_check.check_written(wplan, temp)

@@ -3,16 +3,21 @@
 Everything up to the written file is static (no TensorFlow): the recurrent layers of both
 files and where their weights are stored are found from the configs and the HDF5 metadata
 (surgery.io.weight_store), matched (`match`, `plan_weights`), and the result is written as a
-copy of B in which only the mapped weight datasets change. For a `.keras` B the new zip is
-streamed in one pass: B's bytes are copied and the byte ranges of the mapped (contiguous)
-datasets are replaced by A's converted weights, read row block by row block, so memory stays
-flat whatever the model size. The checks of a written file are in weights_check.py.
+copy of B in which only the mapped weight datasets change. When they are contiguous, the new
+file is stitched in one pass (`write_weights`): B's bytes between them, and A's bytes that
+need no conversion, are copied by the kernel (copy_file_range); converted weights are written
+row block by row block as they are produced, so memory stays flat whatever the model size.
+A and B are each read once meanwhile, on a background thread (`SourceDigests`): their SHA-256
+for the manifest, their zip members' CRC-32 checked, and the CRC-32s the new member's is
+combined from. The checks of a written file are in weights_check.py.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ import h5py
 import numpy as np
 
 from surgery.graph import layouts
+from surgery.io import copying
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import UnreadableModelError, UsageError, VerificationError
 from surgery.io.formats import keras_zip
@@ -221,11 +227,10 @@ def produce(source: OpenStore, item: Assignment, dtype: np.dtype, chunk_bytes: i
     raw memoryviews when A's bytes are copied as they are). Memory stays at one piece."""
     dataset = source[item.source_dataset]
     dtype = np.dtype(dtype)
-    if item.transform.kind == "copy" and dataset.dtype == dtype:
-        location = source.raw(dataset)
-        if location is not None:
-            yield from read_range(source.path, *location, chunk_bytes=chunk_bytes, reuse=reuse)
-            return
+    location = raw_location(source, item, dtype)
+    if location is not None:
+        yield from read_range(source.path, *location, chunk_bytes=chunk_bytes, reuse=reuse)
+        return
     if item.transform.kind == "copy" and dataset.ndim >= 2 and dataset.shape[0] > 1:
         row_bytes = max(1, int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize)
         step = max(1, chunk_bytes // row_bytes)
@@ -234,6 +239,15 @@ def produce(source: OpenStore, item: Assignment, dtype: np.dtype, chunk_bytes: i
         return
     # Small (biases) or relayouts that need whole gate blocks: one array.
     yield np.ascontiguousarray(item.transform.apply(dataset[()]), dtype=dtype)
+
+
+def raw_location(source: OpenStore, item: Assignment, dtype) -> tuple | None:
+    """(offset in A's file, nbytes) when the destination weight's bytes are A's bytes as they
+    are (a plain copy of a contiguous dataset of the same dtype), else None."""
+    dataset = source[item.source_dataset]
+    if item.transform.kind != "copy" or dataset.dtype != np.dtype(dtype):
+        return None
+    return source.raw(dataset)
 
 
 def converted(source: OpenStore, item: Assignment, dtype) -> np.ndarray:
@@ -275,28 +289,114 @@ def _targets(dest: OpenStore, items: list) -> list:
     return out
 
 
-def write_weights(plan: WeightsPlan, temp: Path, *, progress=None) -> dict:
+def write_weights(plan: WeightsPlan, temp: Path, *, progress=None, digests: SourceDigests | None = None) -> dict:
     """Write B with the planned weights replaced to `temp` (same format as B). Returns facts
-    about the write: {"streamed": bool, "cast": [...]}."""
+    about the write: {"streamed": bool, "cast": [...]}.
+
+    Streamed (every mapped dataset of B contiguous, B's weights addressable in its file): the
+    new file is B's bytes with the mapped datasets' ranges replaced, B's own bytes and A's
+    bytes that need no conversion copied by the kernel, converted weights written as they
+    are produced. `digests` (SourceDigests, started by the caller; else here) read A and B
+    once meanwhile; this waits for them, so a corrupt input has failed when it returns.
+    """
     step = progress or (lambda _m: None)
+    if digests is None:
+        digests = SourceDigests(plan.source.model_artifact, plan.dest.model_artifact, copy_ranges(plan))
+    try:
+        streamed, casts = _write(plan, temp, digests, step)
+    except BaseException:
+        digests.cancel()  # nobody waits for them any more
+        raise
+    digests.wait()
+    return {"streamed": streamed, "cast": casts}
+
+
+def _write(plan: WeightsPlan, temp: Path, digests: SourceDigests, step) -> tuple[bool, list]:
     b, a = plan.dest.artifact, plan.source.artifact
-    items = assignments(plan)
     with open_store(a) as source, open_store(b) as dest:
-        targets = _targets(dest, items)
+        targets = _targets(dest, assignments(plan))
         casts = sorted({f"{t.item.label}: {source[t.item.source_dataset].dtype} -> {t.dtype}"
                         for t in targets if source[t.item.source_dataset].dtype != t.dtype})
-        streamed = all(t.offset is not None for t in targets)
+        streamed = dest.base is not None and all(t.offset is not None for t in targets)
         if streamed:
-            step("writing (B copied, mapped weights streamed from A)")
+            step("writing (B copied, mapped weights copied or converted from A)")
+            pieces = _pieces(dest, _image_size(b, dest), targets, source)
             if b.format == "keras":
-                _write_zip(b.path, temp, lambda writer, reader, size: _stream(reader, size, writer, targets, source))
+                _write_stitched_zip(b.path, temp, pieces, digests)
             else:
-                with open(b.path, "rb") as reader, open(temp, "wb") as writer:
-                    _stream(reader, os.path.getsize(b.path), writer, targets, source)
+                with open(temp, "wb") as out:
+                    copying.write_pieces(out.fileno(), 0, pieces)
         else:
             step("writing (B copied, mapped weights edited in place)")
             _write_edited(b, temp, targets, source)
-    return {"streamed": streamed, "cast": casts}
+    return streamed, casts
+
+
+def copy_ranges(plan: WeightsPlan) -> list:
+    """The ranges of A's and B's files (copying.FileRange) a streamed write copies by the kernel
+    (none when it cannot stream): what SourceDigests takes the CRC-32 of."""
+    with open_store(plan.source.artifact) as source, open_store(plan.dest.artifact) as dest:
+        targets = _targets(dest, assignments(plan))
+        if dest.base is None or any(t.offset is None for t in targets):
+            return []
+        pieces = _pieces(dest, _image_size(plan.dest.artifact, dest), targets, source)
+        return [piece for piece in pieces if isinstance(piece, copying.FileRange)]
+
+
+def _image_size(b: ModelArtifact, dest: OpenStore) -> int:
+    if b.format != "keras":
+        return os.path.getsize(b.path)
+    with zipfile.ZipFile(b.path) as archive:
+        return member_info(b.path, archive).file_size
+
+
+def _pieces(dest: OpenStore, size: int, targets: list, source: OpenStore) -> list:
+    """B's weights image as pieces in order: B's own bytes between the mapped datasets, and for
+    each of those A's bytes as they are or A's weight converted (produced when written)."""
+    pieces, position = [], 0
+    for target in sorted(targets, key=lambda t: t.offset):
+        if target.offset < position or target.offset + target.nbytes > size:
+            raise UnreadableModelError(f"B's dataset {target.item.dest_dataset!r} overlaps another or the end")
+        if target.offset > position:
+            pieces.append(copying.FileRange(dest.path, dest.base + position, dest.base + target.offset))
+        location = raw_location(source, target.item, target.dtype)
+        if location is not None and location[1] == target.nbytes:
+            pieces.append(copying.FileRange(source.path, location[0], location[0] + location[1]))
+        else:
+            pieces.append(_produced(source, target))
+        position = target.offset + target.nbytes
+    if position < size:
+        pieces.append(copying.FileRange(dest.path, dest.base + position, dest.base + size))
+    return pieces
+
+
+def _produced(source: OpenStore, target: _Target):
+    written = 0
+    for chunk in produce(source, target.item, target.dtype, reuse=True):
+        view = memoryview(chunk).cast("B")
+        written += len(view)
+        yield view
+    if written != target.nbytes:
+        raise VerificationError(f"{target.item.label}: produced {written} bytes for a {target.nbytes}-byte weight")
+
+
+def _write_stitched_zip(b_path: str, temp: Path, pieces: list, digests: SourceDigests) -> None:
+    """B's zip with its weights member stitched from `pieces`; the other members copied raw
+    (their CRC-32 checked by B's digest). The new member's CRC-32 is combined from the CRC-32s
+    of its pieces: those the digests took of the copied ranges, and the produced ones'."""
+
+    def member_crc(written: list) -> int:
+        return copying.crc32_of_runs(
+            (crc if crc is not None else digests.crc32(piece.path, piece.start, piece.end), length)
+            for piece, (length, crc) in zip(pieces, written))
+
+    with zipfile.ZipFile(b_path) as archive, zipfile.ZipFile(temp, "w", allowZip64=True) as out:
+        out.comment = archive.comment
+        for info in archive.infolist():
+            if info.filename == keras_zip.WEIGHTS_MEMBER:
+                keras_zip.copy_member_stitched(b_path, out, info, pieces, member_crc)
+            else:
+                keras_zip.copy_member(b_path, archive, out, info, crc_checked=True)
 
 
 def _write_zip(b_path: str, temp: Path, write_weights_member) -> None:
@@ -310,36 +410,6 @@ def _write_zip(b_path: str, temp: Path, write_weights_member) -> None:
                     write_weights_member(writer, reader, info.file_size)
             else:
                 keras_zip.copy_member(b_path, archive, out, info)
-
-
-def _copy_range(reader, writer, start: int, end: int) -> None:
-    reader.seek(start)
-    remaining = end - start
-    buffer = bytearray(min(COPY_BYTES, max(remaining, 1)))
-    view = memoryview(buffer)
-    while remaining > 0:
-        got = reader.readinto(view[: min(len(buffer), remaining)])
-        if not got:
-            raise UnreadableModelError(f"B's weights end {remaining} bytes early")
-        writer.write(view[:got])
-        remaining -= got
-
-
-def _stream(reader, size: int, writer, targets: list, source: OpenStore) -> None:
-    position = 0
-    for target in sorted(targets, key=lambda t: t.offset):
-        if target.offset < position or target.offset + target.nbytes > size:
-            raise UnreadableModelError(f"B's dataset {target.item.dest_dataset!r} overlaps another or the end")
-        _copy_range(reader, writer, position, target.offset)
-        written = 0
-        for chunk in produce(source, target.item, target.dtype, reuse=True):
-            view = memoryview(chunk).cast("B")
-            writer.write(view)
-            written += len(view)
-        if written != target.nbytes:
-            raise VerificationError(f"{target.item.label}: produced {written} bytes for a {target.nbytes}-byte weight")
-        position = target.offset + target.nbytes
-    _copy_range(reader, writer, position, size)
 
 
 def _write_edited(b: ModelArtifact, temp: Path, targets: list, source: OpenStore) -> None:
@@ -387,3 +457,71 @@ def _rows(flat: np.ndarray, shape: tuple) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------
 # Source hashing (on a second thread while the write runs)
+
+
+# ----------------------------------------------------------------------------------------
+# One read of each input, beside the write
+
+
+class SourceDigests:
+    """One read each of A and B on a background thread while the new file is written:
+
+    - the SHA-256 of each, for the manifest (iterating gives A's and B's, each with result());
+    - the CRC-32 of every stored zip member of each, checked against the recorded one, so a
+      corrupt input fails before anything is committed (result(), crc32() and wait() raise);
+    - the CRC-32 of each range a streamed write copies (`ranges`, from copy_ranges), from which
+      the new weights member's own is combined without reading anything again.
+
+    A SavedModel directory is hashed file by file (writers.sha256_of). `cancel()` stops the
+    reads when their results are no longer wanted (the write failed).
+    """
+
+    def __init__(self, a: ModelArtifact, b: ModelArtifact, ranges=()):
+        self._stop = threading.Event()
+        wanted: dict = {}
+        for piece in ranges:
+            wanted.setdefault(os.path.realpath(piece.path), []).append((piece.start, piece.end))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="splice-digest")
+        self._tasks: dict = {}
+        for artifact in (b, a):  # B first: its members' check gates every member copied raw
+            key = os.path.realpath(artifact.path)
+            if key not in self._tasks:
+                self._tasks[key] = pool.submit(_digest_checked, artifact.path, wanted.pop(key, []),
+                                               artifact.format == "keras", True, self._stop)
+        for path, extra in wanted.items():  # a SavedModel's weights, materialized as an .h5
+            self._tasks[path] = pool.submit(_digest_checked, path, extra, False, False, self._stop)
+        pool.shutdown(wait=False)
+        self._shas = [_Sha(self._tasks[os.path.realpath(artifact.path)]) for artifact in (a, b)]
+
+    def __iter__(self):
+        return iter(self._shas)
+
+    def crc32(self, path: str, start: int, end: int) -> int:
+        return self._tasks[os.path.realpath(path)].result().crc32(start, end)
+
+    def wait(self) -> None:
+        for task in self._tasks.values():
+            task.result()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+
+class _Sha:
+    def __init__(self, task: concurrent.futures.Future):
+        self._task = task
+
+    def result(self) -> str:
+        return self._task.result().sha256
+
+
+def _digest_checked(path: str, ranges: list, zip_members: bool, sha256: bool, stop) -> copying.FileDigest:
+    if os.path.isdir(path):
+        from surgery.io.writers import sha256_of
+
+        return copying.FileDigest(path, 0, sha256_of(path), ())
+    members = keras_zip.stored_members(path) if zip_members else []
+    digest = copying.digest_file(path, [*ranges, *((start, end) for start, end, _info in members)], sha256=sha256,
+                                 stop=stop)
+    keras_zip.check_stored_members(path, members, digest)
+    return digest

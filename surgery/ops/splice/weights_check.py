@@ -7,12 +7,7 @@ with them).
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
-import os
-import sys
-import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,87 +16,26 @@ import numpy as np
 
 from surgery.check.report import CheckReport, raise_if_failed
 from surgery.io.artifact import ModelArtifact
-from surgery.errors import UnreadableModelError, VerificationError
-from surgery.io.formats import keras_zip
+from surgery.errors import VerificationError
 from surgery.graph.sites import find_sites
-from surgery.io.weight_store import OpenStore, member_info, open_store
-from surgery.ops.splice.weights import Assignment, WeightsPlan, assignments, converted, produce
+from surgery.io.weight_store import OpenStore, open_store
+from surgery.ops.splice.weights import (
+    Assignment,
+    SourceDigests,
+    WeightsPlan,
+    assignments,
+    converted,
+    copy_ranges,
+    produce,
+)
 
 
-HASH_BUFFER = 64 << 10  # small reads stay in cache between the read and the hash
-
-
-def hash_file(path: str, crc_range: tuple | None = None) -> dict:
-    """sha256 of a file, and the CRC-32 of one byte range of it (a stored zip member)."""
-    digest = hashlib.sha256()
-    crc = 0
-    position = 0
-    start, end = crc_range or (0, 0)
-    buffer = bytearray(HASH_BUFFER)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while got := handle.readinto(buffer):
-            chunk = view[:got]
-            digest.update(chunk)
-            if crc_range and position < end and position + got > start:
-                crc = zlib.crc32(chunk[max(0, start - position): max(0, min(got, end - position))], crc)
-            position += got
-    return {"sha256": digest.hexdigest(), "crc32": crc}
-
-
-def weights_member_range(path: str) -> tuple | None:
-    """(start, end, CRC) of a stored weights member, to check B while it is hashed."""
-    with zipfile.ZipFile(path) as archive:
-        info = member_info(path, archive)
-        if info.compress_type != zipfile.ZIP_STORED:
-            return None
-        start = keras_zip.stored_data_offset(path, archive, info)
-        return start, start + info.file_size, info.CRC
-
-
-def _hash_b(path: str, b_range: tuple | None) -> str:
-    if os.path.isdir(path):
-        return _hash_a(path)
-    result = hash_file(path, b_range[:2] if b_range else None)
-    if b_range and result["crc32"] != b_range[2]:
-        raise UnreadableModelError(
-            f"{path}: member {keras_zip.WEIGHTS_MEMBER!r} is corrupt "
-            f"(CRC-32 {result['crc32']:08x}, recorded {b_range[2]:08x})")
-    return result["sha256"]
-
-
-def _hash_a(path: str) -> str:
-    if os.path.isdir(path):
-        from surgery.io.writers import sha256_of
-
-        return sha256_of(path)
-    return hash_file(path)["sha256"]
-
-
-def start_hashing(a: ModelArtifact, b: ModelArtifact):
-    """Futures: sha256 of A, and of B (with its stored weights member's CRC checked on the way).
-
-    Hashing both inputs costs more than the write itself, so it runs in two worker processes
-    beside the writer: threads would fight the writer for the GIL at every chunk.
-    """
-    b_range = weights_member_range(b.path) if b.format == "keras" else None
-    pool = _hash_pool()
-    b_future = pool.submit(_hash_b, b.path, b_range)
-    a_future = pool.submit(_hash_a, a.path)
-    pool.shutdown(wait=False)
-    return a_future, b_future
-
-
-def _hash_pool():
-    import multiprocessing
-    import threading
-
-    if ("fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
-            and threading.active_count() == 1):
-        # fork needs no re-import; only from a single-threaded process without TensorFlow,
-        # since threads (and the locks they hold) do not survive a fork.
-        return concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork"))
-    return concurrent.futures.ThreadPoolExecutor(max_workers=2)
+def start_hashing(a: ModelArtifact, b: ModelArtifact, plan: WeightsPlan | None = None) -> SourceDigests:
+    """The SHA-256 of A and of B, read once each on a background thread beside the write, with
+    every stored zip member's CRC-32 checked on the way (SourceDigests). With the plan, the
+    same read also takes the CRC-32s a streamed write (write_weights) stitches its new
+    weights member's from. Iterating the result gives A's and B's (`.result()`)."""
+    return SourceDigests(a, b, copy_ranges(plan) if plan is not None else ())
 
 
 # ----------------------------------------------------------------------------------------
