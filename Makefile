@@ -39,6 +39,7 @@ bench: install
 	$(PYTHON) benchmarks/expose_bench.py $(BENCH_FLAGS)
 	$(PYTHON) benchmarks/splice_bench.py --size-mb 256
 	$(PYTHON) benchmarks/startup.py
+	$(PYTHON) benchmarks/stream_latency.py
 
 fixtures:
 	$(PYTHON) fixtures/build.py

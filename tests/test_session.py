@@ -32,6 +32,8 @@ def test_auto_picks_tflite_and_matches_the_full_sequence(streaming_model):
     session = StreamSession(streaming_model)
     assert session.backend == "tflite" and not session.fallbacks
     assert session.tflite_report.builtin_only
+    report = session.check_report  # the one report type: TFLite step vs the Keras step model
+    assert report.ok and report.checks and "tflite backend" in report.summary()
     x = np.random.default_rng(0).standard_normal((1, 60, 4)).astype("float32")
     ys = np.stack([session.step(x[:, t]) for t in range(60)], axis=1)
     expected, states = _reference(streaming_model, x)
@@ -108,6 +110,7 @@ def test_a_backend_that_gives_wrong_numbers_is_not_used(streaming_model, monkeyp
     monkeypatch.setattr(tflite.SignatureStep, "__call__", off_by_a_little)
     session = StreamSession(streaming_model)
     assert session.backend == "function" and "differs" in session.fallbacks[0][1]
+    assert "VERIFICATION FAILED" in session.fallbacks[0][1] and session.check_report.ok
 
 
 def test_explicit_keras_backend_and_input_checks(streaming_model):

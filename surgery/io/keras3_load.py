@@ -209,18 +209,10 @@ def share_weights(source, target) -> int:
     import keras
 
     from surgery.errors import UsageError
+    from surgery.io import layer_pairs
 
     copied = 0
-    by_name = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        origin = by_name.get(layer.name)
-        if origin is None:
-            if layer.weights:
-                raise UsageError(f"rebuilt layer {layer.name!r} has weights but no counterpart in the source model")
-            continue
-        if isinstance(layer, keras.Model) and isinstance(origin, keras.Model):
-            copied += share_weights(origin, layer)
-            continue
+    for layer, origin in layer_pairs.matched_layers(source, target, is_model=lambda l: isinstance(l, keras.Model)):
         mine, theirs = layer.weights, origin.weights
         if len(mine) != len(theirs):
             raise UsageError(f"rebuilt layer {layer.name!r} has {len(mine)} weights, its source {len(theirs)}")

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from surgery.io import families, formats, saving
+from surgery.io import families, layer_pairs, formats, saving
 from surgery.io import writers
 from surgery.ops import state_io
 from surgery.io.artifact import ModelArtifact
-from surgery.errors import UsageError
 from surgery.io.loading import load_model
 from surgery.io.quiet import quiet
 from surgery.graph.rewire import RewirePlan, rewire_states
@@ -48,18 +47,8 @@ def build_from_config(config: dict, *, custom_objects=None, family: str = "keras
 
 def transfer_weights(source, target) -> None:
     """Copy weights layer by layer, matched by name through nested models."""
-    family = families.of_model(target)
-    by_name = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        origin = by_name.get(layer.name)
-        if origin is None:
-            if layer.weights:
-                raise UsageError(f"rebuilt layer {layer.name!r} has weights but no counterpart in the source model")
-            continue
-        if family.is_model(layer) and family.is_model(origin):
-            transfer_weights(origin, layer)
-        elif layer.weights:
-            layer.set_weights(origin.get_weights())
+    for layer, origin in layer_pairs.matched_layers(source, target, is_model=families.of_model(target).is_model):
+        layer.set_weights(origin.get_weights())
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surgery.io import families
+from surgery.io import families, layer_pairs
 from surgery.check.report import CheckReport, prefixed, raise_if_failed
 from surgery.errors import NotSupportedError, UsageError
 from surgery.graph.level import Level, dialect_for
@@ -350,20 +350,9 @@ def _drop_input(level: Level, name: str) -> None:
 
 def copy_weights(family, source, target, provided: dict) -> None:
     """B's weights into the primed model by layer name (recursively), plus the primed layers'."""
-    by_name = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        if layer.name in provided:
-            layer.set_weights(provided[layer.name])
-            continue
-        origin = by_name.get(layer.name)
-        if origin is None:
-            if layer.weights:
-                raise UsageError(f"primed layer {layer.name!r} has weights but no counterpart in B")
-            continue
-        if family.is_model(layer) and family.is_model(origin):
-            copy_weights(family, origin, layer, provided)
-        elif layer.weights:
-            layer.set_weights(origin.get_weights())
+    for layer, origin in layer_pairs.matched_layers(source, target, is_model=family.is_model, role="primed",
+                                                    source_name="B", supplied=provided):
+        layer.set_weights(provided[layer.name] if origin is None else origin.get_weights())
 
 
 def verify_primed(written, reference, primed: Primed, captured: dict, capture: CheckReport | None = None, *,

@@ -90,6 +90,7 @@ class StreamSession:
         self._sequence = [n in self.plan.sequence_inputs for n in self.plan.original_inputs]
         self._dtypes = [np.dtype(str(t.dtype)) for t in self.step_model.inputs]
         self._reference = None
+        self.check_report = None  # CheckReport: the chosen backend against the Keras step model
         candidates = BACKENDS if backend == "auto" else (backend,)
         self._run = self._loop = None
         for name in candidates:
@@ -98,13 +99,14 @@ class StreamSession:
                 checked = self._check(name, run) if check and name != "keras" else None
                 loop = self._carrier(name, run)  # after run's last call: it may take the tensors over
                 if checked is not None and name == "tflite":
-                    self._check_carrier(name, loop, *checked)
+                    self._check_carrier(name, loop, *checked[:3])
             except Exception as error:  # a backend that does not work here: try the next one
                 if backend != "auto":
                     raise
                 self.fallbacks.append((name, " ".join(f"{type(error).__name__}: {error}".split())[:300]))
                 continue
             self.backend, self._run, self._loop = name, run, loop
+            self.check_report = checked[3] if checked is not None else None
             break
         if self._run is None:
             raise UsageError("no streaming backend works here: " + "; ".join(f"{n}: {r}" for n, r in self.fallbacks))
@@ -137,9 +139,10 @@ class StreamSession:
     def _check(self, name: str, run):
         """The backend must reproduce the Keras step model on a random chunk and state.
 
-        Returns (inputs, states, outputs) of that run, for `_check_carrier`."""
+        Returns (inputs, states, outputs) of that run, for `_check_carrier`, and the report."""
         from surgery.ops import stream
         from surgery.check import tolerance
+        from surgery.check.report import CheckReport
         from surgery.check.verify import input_id_limits
 
         if self._reference is None:
@@ -151,10 +154,13 @@ class StreamSession:
         values = inputs + states
         got, want = run(values), self._reference(values)
         bound = tolerance.widest(tolerance.bound_for(s.dtype, steps=self.steps or 1) for s in self._state_specs)
-        check = tolerance.worst(tolerance.compare(g, w, bound) for g, w in zip(got, want))
-        if not check.ok:
-            raise UsageError(f"{name} backend differs from the Keras step model: {check.describe()}")
-        return inputs, states, got
+        report = CheckReport(what=f"the {name} backend against the Keras step model", batch=batch,
+                             checks={out: tolerance.compare(g, w, bound)
+                                     for out, g, w in zip(self.plan.output_names, got, want)},
+                             checks_label="step output(s)")
+        if not report.ok:  # this backend is not used; the next one is tried
+            raise UsageError(f"{name} backend differs from the Keras step model: {report.summary()}")
+        return inputs, states, got, report
 
     @staticmethod
     def _check_carrier(name: str, loop, inputs: list, states: list, expected: list) -> None:
