@@ -159,6 +159,15 @@ def bench_throughput(rows: list) -> None:
                  f"{new:,.0f} steps/s", f"{new / original:.3f}× the original's {original:,.0f} (target ≥ 0.98×)"))
 
 
+def print_table(rows: list) -> None:
+    """The machine line, then the rows as a Markdown table; the rows as JSON on stderr."""
+    print(machine())
+    print("| benchmark | result | notes |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(json.dumps({"rows": rows}), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["inspect", "throughput"])
@@ -169,11 +178,7 @@ def main() -> None:
         bench_inspect(rows, args.repeat)
     if args.only in (None, "throughput"):
         bench_throughput(rows)
-    print(machine())
-    print("| benchmark | result | notes |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(json.dumps({"rows": rows}), file=sys.stderr)
+    print_table(rows)
 
 
 if __name__ == "__main__":

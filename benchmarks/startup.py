@@ -38,7 +38,7 @@ DATA = ROOT / "benchmarks" / "data"
 DEMO = ROOT / "fixtures" / "models" / "lstm_masking.keras"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import big_lstm_model, machine, many_layers_model  # noqa: E402
+from run import big_lstm_model, many_layers_model, print_table  # noqa: E402
 
 CLI = [sys.executable, str(ROOT / "cli.py")]
 OPTIONAL_KERAS = ("tf_keras", "tensorflow_model_optimization")
@@ -155,11 +155,7 @@ def main() -> None:
         bench_inspect_in_process(rows, args.repeat)
     if args.only in (None, "expose"):
         bench_expose(rows, args.expose_repeat)
-    print(machine())
-    print("| benchmark | result | notes |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(json.dumps({"rows": rows}), file=sys.stderr)
+    print_table(rows)
 
 
 if __name__ == "__main__":

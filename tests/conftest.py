@@ -36,3 +36,22 @@ def keras():
 @pytest.fixture
 def fixture_path():
     return lambda name: FIXTURES / name
+
+
+def flip_stored_byte(path, dataset: str) -> None:
+    """Flip the first byte of `dataset`'s data inside the stored weights member of a .keras file."""
+    import io
+    import zipfile
+
+    import h5py
+
+    from surgery.io.formats.keras_zip import stored_data_offset
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("model.weights.h5")
+        start = stored_data_offset(str(path), archive, info)
+        with h5py.File(io.BytesIO(archive.read(info))) as handle:
+            offset = handle[dataset].id.get_offset()
+    data = bytearray(Path(path).read_bytes())
+    data[start + offset] ^= 0xFF
+    Path(path).write_bytes(bytes(data))

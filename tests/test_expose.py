@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, catalog_files, is_rewirable
+from conftest import FIXTURES, catalog_files, flip_stored_byte, is_rewirable
 from surgery.ops.expose import expose_state, expose_state_file, rebuild_with_states
 from surgery.graph.sites import find_sites
 from surgery.check.verify import random_inputs, verify
@@ -114,24 +114,13 @@ def test_savedmodel_output_has_signature_keys_named_by_state(keras, tmp_path):
 def test_corrupt_weights_member_fails_and_writes_nothing(tmp_path, verify_it):
     """A flipped weight byte: the one read that hashes the source checks the member's CRC,
     so neither the copy nor the verified run writes anything."""
-    import io
     import shutil
 
-    import h5py
-
     from surgery.errors import UnreadableModelError
-    from surgery.io.formats.keras_zip import stored_data_offset
 
     source = tmp_path / "model.keras"
     shutil.copy(FIXTURES / "lstm_stacked.keras", source)
-    with zipfile.ZipFile(source) as archive:
-        info = archive.getinfo("model.weights.h5")
-        start = stored_data_offset(str(source), archive, info)
-        with h5py.File(io.BytesIO(archive.read(info))) as handle:
-            offset = handle["layers/dense/vars/0"].id.get_offset()
-    data = bytearray(source.read_bytes())
-    data[start + offset] ^= 0xFF
-    source.write_bytes(bytes(data))
+    flip_stored_byte(source, "layers/dense/vars/0")
     out = tmp_path / "out.keras"
     with pytest.raises(UnreadableModelError, match="corrupt"):
         expose_state_file(source, out, verify=verify_it)

@@ -15,7 +15,7 @@ import zlib
 import h5py
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, flip_stored_byte
 
 from surgery.graph import layouts
 from surgery.errors import UnreadableModelError, UsageError
@@ -306,16 +306,7 @@ def test_corrupt_b_weights_fail_and_write_nothing(tmp_path):
     a = twin(FIXTURES / "lstm_stacked.keras", tmp_path / "a.keras")
     b = tmp_path / "b.keras"
     shutil.copy(FIXTURES / "lstm_stacked.keras", b)
-    with zipfile.ZipFile(b) as archive:
-        info = archive.getinfo("model.weights.h5")
-        from surgery.io.formats.keras_zip import stored_data_offset
-
-        start = stored_data_offset(str(b), archive, info)
-        with h5py.File(io.BytesIO(archive.read(info))) as handle:
-            offset = handle["layers/dense/vars/0"].id.get_offset()
-    data = bytearray(b.read_bytes())
-    data[start + offset] ^= 0xFF
-    b.write_bytes(bytes(data))
+    flip_stored_byte(b, "layers/dense/vars/0")
     out = tmp_path / "out.keras"
     with pytest.raises(UnreadableModelError, match="corrupt"):
         splice(a, b, "weights", ["lstm=lstm"], output=out, verify=False)
@@ -326,16 +317,7 @@ def test_corrupt_a_weights_fail_and_write_nothing(tmp_path):
     """A flipped byte in a weight of A that IS copied into B: A's CRC check refuses it rather
     than the result carrying it under a fresh, valid CRC."""
     a = twin(FIXTURES / "lstm_stacked.keras", tmp_path / "a.keras")
-    with zipfile.ZipFile(a) as archive:
-        info = archive.getinfo("model.weights.h5")
-        from surgery.io.formats.keras_zip import stored_data_offset
-
-        start = stored_data_offset(str(a), archive, info)
-        with h5py.File(io.BytesIO(archive.read(info))) as handle:
-            offset = handle["layers/lstm/cell/vars/0"].id.get_offset()
-    data = bytearray(a.read_bytes())
-    data[start + offset] ^= 0xFF
-    a.write_bytes(bytes(data))
+    flip_stored_byte(a, "layers/lstm/cell/vars/0")
     out = tmp_path / "out.keras"
     with pytest.raises(UnreadableModelError, match="corrupt"):
         splice(a, FIXTURES / "lstm_stacked.keras", "weights", ["lstm=lstm"], output=out, verify=False)
