@@ -115,3 +115,36 @@ def test_oracle_reads_a_live_layer_without_copying_its_weights(big_model, monkey
     config = registry.unwrap(family.layer_config(layer))
     _, (h_whole, c_whole) = oracle.run_layer(config, layer.get_weights(), sequence.astype(np.float64))
     assert np.max(np.abs(h - h_whole)) <= 1e-13 and np.max(np.abs(c - c_whole)) <= 1e-13
+
+
+def test_cheap_initializers_apply_only_to_the_loading_thread():
+    """While one thread loads through cheap_initializers, a model built in another thread gets
+    Keras' own random initial weights (not zeros), and Keras' method is back afterwards."""
+    import threading
+
+    import keras
+    import numpy as np
+    from keras.src.backend.tensorflow.core import Variable
+
+    from surgery.io.keras3_load import cheap_initializers
+
+    own = Variable._initialize_with_initializer
+    built, inside, release = {}, threading.Event(), threading.Event()
+
+    def loader():
+        with cheap_initializers():
+            built["loading"] = keras.layers.Dense(16)
+            built["loading"].build((None, 8))
+            inside.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=loader)
+    worker.start()
+    assert inside.wait(60)
+    other = keras.layers.Dense(16)
+    other.build((None, 8))
+    release.set()
+    worker.join(60)
+    assert not np.any(np.asarray(built["loading"].kernel))   # the loading thread: placeholder zeros
+    assert np.any(np.asarray(other.kernel))                   # any other thread: glorot as usual
+    assert Variable._initialize_with_initializer is own

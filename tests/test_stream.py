@@ -448,3 +448,33 @@ def test_lean_trace_gives_exactly_the_numbers_of_keras_own_trace(load, name):
     assert sum(lean.report.ops.values()) <= sum(tflite.op_report(plain).ops.values())
     for got, want in zip(tflite.external_step(lean.content, plan)(values), tflite.external_step(plain, plan)(values)):
         assert np.array_equal(got, want), name
+
+
+def test_lean_trace_nested_and_concurrent_blocks_restore_keras_own_rnn():
+    """The swap of keras.src.backend.rnn is shared: overlapping blocks (threads) leave Keras'
+    own function in place when the last one ends, whatever order they end in."""
+    import threading
+
+    from keras.src import backend
+
+    from surgery.io.tflite import lean_trace
+
+    own = backend.rnn
+    inside, release = threading.Event(), threading.Event()
+
+    def other_thread():
+        with lean_trace():
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=other_thread)
+    with lean_trace():
+        swapped = backend.rnn
+        assert swapped is not own
+        worker.start()
+        assert inside.wait(10)
+        assert backend.rnn is swapped  # the second block shares the swap
+    assert backend.rnn is swapped      # the other thread is still inside
+    release.set()
+    worker.join(10)
+    assert backend.rnn is own

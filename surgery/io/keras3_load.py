@@ -43,32 +43,49 @@ TENSOR_ALIGNMENT = 64
 
 @contextlib.contextmanager
 def cheap_initializers(shared: dict | None = None):
-    """While open: Keras 3 variables with a random initializer start as zeros, and a
-    variable whose path is in `shared` ({path: tf.Variable}) with the same shape and dtype
-    takes that tf.Variable itself (shared storage, nothing allocated)."""
-    import tensorflow as tf
+    """While open, in this thread only: Keras 3 variables with a random initializer start as
+    zeros, and a variable whose path is in `shared` ({path: tf.Variable}) with the same shape
+    and dtype takes that tf.Variable itself (shared storage, nothing allocated). Other
+    threads building models meanwhile initialize as Keras does."""
     from keras.src.backend.tensorflow.core import Variable
-    from keras.src.initializers.random_initializers import RandomInitializer
-
-    original = Variable._initialize_with_initializer
-
-    def initialize(self, initializer):
-        source = shared.get(self.path) if shared else None
-        if (source is not None and tuple(source.shape) == tuple(self._shape)
-                and source.dtype.name == self._dtype):
-            self._initialize(source)
-        elif isinstance(initializer, RandomInitializer):
-            shape, dtype = self._shape, self._dtype
-            self._initialize(lambda: _placeholder(tf, shape, dtype))
-        else:
-            original(self, initializer)
 
     with _PATCH_LOCK:
-        Variable._initialize_with_initializer = initialize
-        try:
-            yield
-        finally:
-            Variable._initialize_with_initializer = original
+        if _PATCH_USERS[0] == 0:
+            _PATCH_ORIGINAL[0] = Variable._initialize_with_initializer
+            Variable._initialize_with_initializer = _initialize_for_loading
+        _PATCH_USERS[0] += 1
+    outer = getattr(_LOADING, "shared", None)
+    _LOADING.shared = shared if shared is not None else {}
+    try:
+        yield
+    finally:
+        _LOADING.shared = outer
+        with _PATCH_LOCK:
+            _PATCH_USERS[0] -= 1
+            if _PATCH_USERS[0] == 0:
+                Variable._initialize_with_initializer = _PATCH_ORIGINAL[0]
+
+
+_LOADING = threading.local()  # .shared: this thread is inside cheap_initializers
+_PATCH_USERS = [0]            # cheap_initializers blocks open, all threads
+_PATCH_ORIGINAL = [None]      # Keras' own Variable._initialize_with_initializer meanwhile
+
+
+def _initialize_for_loading(self, initializer):
+    shared = getattr(_LOADING, "shared", None)
+    if shared is None:  # another thread, not loading through us
+        return _PATCH_ORIGINAL[0](self, initializer)
+    import tensorflow as tf
+    from keras.src.initializers.random_initializers import RandomInitializer
+
+    source = shared.get(self.path)
+    if source is not None and tuple(source.shape) == tuple(self._shape) and source.dtype.name == self._dtype:
+        self._initialize(source)
+    elif isinstance(initializer, RandomInitializer):
+        shape, dtype = self._shape, self._dtype
+        self._initialize(lambda: _placeholder(tf, shape, dtype))
+    else:
+        _PATCH_ORIGINAL[0](self, initializer)
 
 
 def _placeholder(tf, shape, dtype):

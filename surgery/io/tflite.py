@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -173,6 +174,11 @@ def external_functions(step_model, plan, *, lean: bool = False):
         return module, [function.get_concrete_function()]
 
 
+_LEAN_LOCK = threading.Lock()
+_LEAN_USERS = [0]        # blocks inside lean_trace now
+_LEAN_ORIGINAL = [None]  # Keras' own rnn while they are
+
+
 @contextlib.contextmanager
 def lean_trace():
     """Within the block, Keras runs an unrolled recurrence over a fixed number of steps without
@@ -185,22 +191,29 @@ def lean_trace():
     while-loop recurrences, or ones with constants, run Keras' own.
 
     Keras' recurrent layers call `keras.src.backend.rnn`, looked up at call time: the block
-    swaps that function and puts it back. Another thread tracing a recurrent layer meanwhile
-    gets the same numbers by the same route.
+    swaps that function and puts it back when the last block (of any thread) leaves. Another
+    thread tracing a recurrent layer meanwhile gets the same numbers by the same route.
     """
     try:
         from keras.src import backend
     except ImportError:  # a Keras without that layout: trace as it is
         backend = None
-    original = getattr(backend, "rnn", None)
-    if original is None:
+    if getattr(backend, "rnn", None) is None:
         yield
         return
-    backend.rnn = _lean_rnn(original)
+    # Nested or concurrent blocks share one swap: the last to leave puts Keras' own back.
+    with _LEAN_LOCK:
+        if _LEAN_USERS[0] == 0:
+            _LEAN_ORIGINAL[0] = backend.rnn
+            backend.rnn = _lean_rnn(backend.rnn)
+        _LEAN_USERS[0] += 1
     try:
         yield
     finally:
-        backend.rnn = original
+        with _LEAN_LOCK:
+            _LEAN_USERS[0] -= 1
+            if _LEAN_USERS[0] == 0:
+                backend.rnn = _LEAN_ORIGINAL[0]
 
 
 def _lean_rnn(original):
