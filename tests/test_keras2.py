@@ -82,6 +82,29 @@ def test_to_keras3_translates_then_exposes(name, tmp_path):
     result = expose_state_file(KERAS2 / name, tmp_path / "out.keras", to="keras3", inputs=True)
     assert result.report.ok, result.report.summary()
     assert read_artifact(tmp_path / "out.keras").family == "keras3"
+    # The translation itself is checked against the Keras 2 file, not only the result against it.
+    translation = result.report.facts["translation"]
+    assert translation["ok"] and translation["checks"] and "Keras 2 original" in result.report.summary()
+    manifest = json.loads((tmp_path / "out.keras.manifest.json").read_text())
+    assert manifest["verification"]["translation"]["ok"]
+
+
+def test_to_keras3_refuses_a_translation_that_differs_from_the_keras2_file(tmp_path, monkeypatch):
+    from surgery.errors import VerificationError
+    from surgery.ops import translate
+
+    real = translate.translate
+
+    def off(*args, **kwargs):
+        model, notes = real(*args, **kwargs)
+        layer = next(layer for layer in model.layers if layer.weights)
+        layer.set_weights([w * 1.01 for w in layer.get_weights()])
+        return model, notes
+
+    monkeypatch.setattr(translate, "translate", off)
+    with pytest.raises(VerificationError, match="Keras 2 original"):
+        expose_state_file(KERAS2 / "k2_functional.h5", tmp_path / "out.keras", to="keras3")
+    assert not (tmp_path / "out.keras").exists()
 
 
 def test_convert_is_identical_to_the_keras2_original(tmp_path, keras):

@@ -9,16 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from surgery.io import families, layer_pairs, formats, saving
-from surgery.io import writers
-from surgery.ops import state_io
+from surgery.check.report import raise_if_failed
+from surgery.graph.rewire import RewirePlan, rewire_states
+from surgery.graph.sites import find_sites
+from surgery.io import families, formats, layer_pairs, saving, writers
 from surgery.io.artifact import ModelArtifact
 from surgery.io.loading import load_model
 from surgery.io.quiet import quiet
-from surgery.graph.rewire import RewirePlan, rewire_states
 from surgery.io.safety import ensure_artifact_safe
-from surgery.graph.sites import find_sites
-from surgery.ops import pipeline
+from surgery.ops import pipeline, state_io, translation_check
 
 
 def expose_state(model, layers: Iterable[str] | None = None, outputs: bool = True, inputs: bool = False):
@@ -131,18 +130,27 @@ def _expose_live(job: pipeline.WriteJob, artifact: ModelArtifact, output, *, str
     if strip:
         job.step("stripping model-optimization wrappers")
         model = optimization.strip(model)
+    translation = None
     if to_keras3:
         job.step("translating to Keras 3")
+        keras2_model = model
         model, _notes = (translate.translate_live(model, custom_objects=job.custom_objects, command="expose-state")
                          if strip else translate.translate(artifact, custom_objects=job.custom_objects,
                                                            unsafe=job.unsafe, command="expose-state"))
+        if verify:
+            # The written model is checked against the translation below; the translation is
+            # checked here against the Keras 2 model it came from, as `convert` does.
+            job.step("checking the translation against the Keras 2 original")
+            translation = raise_if_failed(translation_check.check_translation(
+                model, original=keras2_model, artifact=None if strip else artifact, unsafe=job.unsafe,
+                custom_objects=job.custom_objects, data=data))
     family = families.of_model(model)
     config = family.serialize(model)
     new_config, plan = rewire_states(config, family.name, layers=layers, outputs=outputs, inputs=inputs)
     live = dataclasses.replace(artifact, family=family.name, model_config=config,
                                format="keras" if to_keras3 else artifact.format)
     return _write_checked(job, live, new_config, plan, output, fmt, fast=False, verify=verify, data=data,
-                          original_model=model)
+                          original_model=model, translation=translation)
 
 
 def _output_of(artifact: ModelArtifact, output, fmt, tag: str, default_format=None) -> tuple[Path, str]:
@@ -172,11 +180,13 @@ def write_rewired(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: d
 
 def _write_checked(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: dict, plan: RewirePlan,
                    output: Path, fmt: str, *, fast: bool, verify: bool, data=None, original_model=None,
-                   reference=None) -> WriteResult:
+                   reference=None, translation=None) -> WriteResult:
     """Stage, write, verify and commit a rewired config (its output checked).
 
     original_model: the live model the config came from, when it is not the file itself (a
     translation); the weights then come from it rather than from the file.
+    translation: the passed check of that translation against its Keras 2 original, reported
+    with the written model's own check.
     """
     one_read = fast and fmt == "keras"
     family = families.get(artifact.family)
@@ -202,8 +212,12 @@ def _write_checked(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: 
 
     def check_written(temps):
         against = reference() if reference is not None else original
-        return _verify_written(artifact, temps[output], fmt, new_config, plan, against, rebuilt_live,
-                               unsafe=job.unsafe, custom_objects=job.custom_objects, data=data)
+        report = _verify_written(artifact, temps[output], fmt, new_config, plan, against, rebuilt_live,
+                                 unsafe=job.unsafe, custom_objects=job.custom_objects, data=data)
+        if translation is not None:
+            report.note = "; ".join(filter(None, [report.note, "translation " + translation.summary()]))
+            report.facts["translation"] = translation.as_dict()
+        return report
 
     def manifests():
         return {output: pipeline.ModelManifest(fmt, artifact.family, plan, model_inputs=_config_inputs(new_config),
@@ -232,7 +246,7 @@ def _write_live(family, model, temp: Path, fmt: str, plan: RewirePlan) -> None:
 
 def _verify_written(artifact, temp: Path, fmt: str, new_config, plan, original, rebuilt_live, *,
                     unsafe, custom_objects, data=None):
-    from surgery.check.verify import raise_if_failed, verify
+    from surgery.check.verify import verify
 
     if original is None:
         original = load_model(artifact, unsafe=unsafe, custom_objects=custom_objects)
