@@ -119,7 +119,7 @@ def main() -> None:
     parts = in_process(a, b, DATA / f"spliced_inproc_{tag}.keras")
     fresh([DATA / f"spliced_inproc_{tag}.keras"])
     rows.append(("  in-process: one read of A and B (SHA-256, CRC-32s)", f"{parts['digests']:.2f} s",
-                 "on two background threads at once, beside the write"))
+                 "on a background thread, beside the write"))
     rows.append(("  in-process: the write alone, reads done, flushed to disk", f"{parts['write']:.2f} s",
                  f"kernel copies, CRC-32 combined; plan (static, no TensorFlow) {parts['plan'] * 1000:.0f} ms"))
     rows.append(("  in-process: hashlib SHA-256 of A, then B", f"{parts['sha256']:.2f} s",

@@ -7,7 +7,7 @@ copy of B in which only the mapped weight datasets change. When they are contigu
 file is stitched in one pass (`write_weights`): B's bytes between them, and A's bytes that
 need no conversion, are copied by the kernel (copy_file_range); converted weights are written
 row block by row block as they are produced, so memory stays flat whatever the model size.
-A and B are each read once meanwhile, on background threads, both at once (`SourceDigests`): their SHA-256
+A and B are each read once meanwhile, on a background thread (`SourceDigests`): their SHA-256
 for the manifest, their zip members' CRC-32 checked, and the CRC-32s the new member's is
 combined from. The checks of a written file are in weights_check.py.
 """
@@ -456,11 +456,15 @@ def _rows(flat: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------
+# Source hashing (on a second thread while the write runs)
+
+
+# ----------------------------------------------------------------------------------------
 # One read of each input, beside the write
 
 
 class SourceDigests:
-    """One read each of A and B, on two background threads at once, while the new file is written:
+    """One read each of A and B on a background thread while the new file is written:
 
     - the SHA-256 of each, for the manifest (iterating gives A's and B's, each with result());
     - the CRC-32 of every stored zip member of each, checked against the recorded one, so a
@@ -477,16 +481,15 @@ class SourceDigests:
         wanted: dict = {}
         for piece in ranges:
             wanted.setdefault(os.path.realpath(piece.path), []).append((piece.start, piece.end))
-        jobs: dict = {}  # path -> (ranges, zip members checked, SHA-256 taken)
-        for artifact in (b, a):
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="splice-digest")
+        self._tasks: dict = {}
+        for artifact in (b, a):  # B first: its members' check gates every member copied raw
             key = os.path.realpath(artifact.path)
-            jobs.setdefault(key, (wanted.pop(key, []), artifact.format == "keras", True))
+            if key not in self._tasks:
+                self._tasks[key] = pool.submit(_digest_checked, artifact.path, wanted.pop(key, []),
+                                               artifact.format == "keras", True, self._stop)
         for path, extra in wanted.items():  # a SavedModel's weights, materialized as an .h5
-            jobs[path] = (extra, False, False)
-        # A thread per file, all at once: the reads and hashlib release the GIL, so A's and
-        # B's SHA-256 (most of the CPU time) run on two cores rather than one after the other.
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="splice-digest")
-        self._tasks: dict = {path: pool.submit(_digest_checked, path, *job, self._stop) for path, job in jobs.items()}
+            self._tasks[path] = pool.submit(_digest_checked, path, extra, False, False, self._stop)
         pool.shutdown(wait=False)
         self._shas = [_Sha(self._tasks[os.path.realpath(artifact.path)]) for artifact in (a, b)]
 

@@ -31,7 +31,7 @@ from surgery.ops.splice.weights import (
 
 
 def start_hashing(a: ModelArtifact, b: ModelArtifact, plan: WeightsPlan | None = None) -> SourceDigests:
-    """The SHA-256 of A and of B, read once each beside the write (two background threads, at once), with
+    """The SHA-256 of A and of B, read once each on a background thread beside the write, with
     every stored zip member's CRC-32 checked on the way (SourceDigests). With the plan, the
     same read also takes the CRC-32s a streamed write (write_weights) stitches its new
     weights member's from. Iterating the result gives A's and B's (`.result()`)."""
