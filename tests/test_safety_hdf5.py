@@ -292,6 +292,54 @@ def test_hard_link_cycles_terminate_and_count_once(tmp_path):
         FIXTURES / "lstm_sequential.weights.h5").weight_shapes
 
 
+def _shapes_in_visit_order(path: Path) -> list:
+    """The datasets HDF5's own walk (H5Lvisit) reaches, each under the first path it gives
+    it, in its order: what the scan's group-by-group walk must report."""
+    seen, shapes = set(), []
+    with h5py.File(path, "r") as handle:
+        def note(name, info):
+            if info.type == h5py.h5l.TYPE_HARD and info.u not in seen:
+                seen.add(info.u)
+                node = handle[name]
+                if isinstance(node, h5py.Dataset) and node.shape is not None:
+                    shapes.append((name.decode(), node.shape))
+        handle.id.links.visit(note, info=True)
+    return shapes
+
+
+def test_walk_matches_hdf5s_own_visit(tmp_path):
+    """Hard links back up and back to the root, a dataset under two names, a named
+    datatype, soft and external links, deep nesting: the same datasets, names and order
+    as H5Lvisit, and each object's attributes checked once (plus once more under a link
+    back to the root, as the root is an object of its own)."""
+    path = tmp_path / "walk.weights.h5"
+    shutil.copyfile(FIXTURES / "lstm_sequential.weights.h5", path)
+    with h5py.File(path, "a") as handle:
+        handle["layers/lstm/cell/loop"] = handle["layers"]
+        handle["layers/lstm/cell/root"] = handle["/"]
+        handle["layers/lstm/twin"] = handle["layers/lstm/cell/vars/0"]
+        handle["layers/lstm/twin"].attrs["pointer"] = handle.ref
+        handle["a_type"] = np.dtype("f4")
+        handle["layers/a_type_too"] = handle["a_type"]
+        handle["layers/alias"] = h5py.SoftLink("lstm/cell/vars")
+        handle["layers/outside"] = h5py.ExternalLink("elsewhere.h5", "/x")
+        handle["empty"] = h5py.Empty("f4")
+        group = handle
+        for depth in range(200):
+            group = group.create_group(f"d{depth}")
+        group["deepest"] = np.zeros(3, "f4")
+    artifact = read_artifact(path)
+    assert list(artifact.weight_shapes.items()) == _shapes_in_visit_order(path)
+    assert "empty" not in artifact.weight_shapes and len(artifact.weight_shapes) > 3
+    assert [(f.path, f.kind) for f in artifact.hazards] == [
+        ("/layers/lstm/cell/vars/0", "hdf5_reference"),
+        ("/layers/outside", "hdf5_external_link"),
+    ]
+    for fixture in sorted(FIXTURES.glob("*.h5")):
+        assert list(read_artifact(fixture).weight_shapes.items()) == _shapes_in_visit_order(
+            fixture), fixture
+
+
 def test_only_plain_contiguous_datasets_skip_their_creation_properties(tmp_path, monkeypatch):
     """The scan skips a dataset's creation property list only when its data lies contiguous
     in the file and its header has no filter pipeline or external file list message: every

@@ -180,9 +180,9 @@ def scan_hdf5(
     (an unknown id makes libhdf5 dlopen a plugin) and reference-typed data. Findings are
     named by HDF5 path, prefixed with `where` (the zip member of a .keras).
 
-    The walk (H5Lvisit) reports every link but descends hard links only and visits each
-    group once, so cycles terminate; soft links are resolved by hand, one component at a
-    time, so no external link is ever traversed. No dataset data is read.
+    The walk reports every link in H5Lvisit's order but descends hard links only and
+    enters each group once, so cycles terminate; soft links are resolved by hand, one
+    component at a time, so no external link is ever traversed. No dataset data is read.
     """
     return _Scan(path, group, where).run()
 
@@ -222,17 +222,55 @@ class _Scan:
         self.seen: set[int] = set()
         self.links = 0
         self.resolve_budget = MAX_RESOLVE_STEPS
-        self.error: BaseException | None = None
 
     def run(self) -> tuple[dict[str, tuple[int, ...]], tuple[Finding, ...]]:
-        self._check_attributes(self.root, "")
-        self.root.links.visit(self._visit_guarded, info=True)
-        if self.error is not None:
-            raise self.error
+        self._check_attributes(self.root, "", h5a.get_num_attrs(self.root))
+        self._walk()
         if self.dropped:
             more = f"{self.dropped} more HDF5 hazards not listed"
             self.findings.append(Finding(self._where("/"), "hdf5_more", more))
         return self.shapes, tuple(self.findings)
+
+    def _walk(self) -> None:
+        """Every link below the root in H5Lvisit's order (by name; a group's links right
+        after the link to it), with an explicit stack of open groups: each object is opened
+        from its open group by one name, not by its whole path from the root (libhdf5
+        opening and closing objects is most of the scan's time). As in H5Lvisit, only hard
+        links are descended and each group entered once, the root never again."""
+        entered = {h5o.get_info(self.root).addr}
+        stack = [(self.root, b"", self._links(self.root))]
+        while stack:
+            group, prefix, links = stack[-1]
+            link = next(links, None)
+            if link is None:
+                stack.pop()
+                continue
+            last, kind, address = link
+            raw_name = prefix + last
+            if kind != h5l.TYPE_HARD:
+                self._check_link(group, raw_name, last, kind)
+            elif address not in self.seen:  # the object's address: an object counts once
+                self.seen.add(address)
+                child = self._check_object(group, raw_name, last)
+                if child is not None and address not in entered:
+                    entered.add(address)
+                    stack.append((child, raw_name + b"/", self._links(child)))
+
+    def _links(self, group: Any) -> Iterator[tuple[bytes, int, int]]:
+        """(name, link type, address for a hard link) of each link of an open group."""
+        found: list[tuple[bytes, int, int]] = []
+
+        def collect(name: bytes, info: Any) -> int | None:
+            self.links += 1
+            if self.links > MAX_LINKS:
+                return 1  # stop; reported below (an exception here would come out mangled)
+            found.append((name, info.type, info.u))
+            return None
+
+        group.links.iterate(collect, info=True)
+        if self.links > MAX_LINKS:
+            raise unreadable(self.path, f"HDF5 file holds more than {MAX_LINKS} links")
+        return iter(found)
 
     def _where(self, name: str) -> str:
         return f"{self.where}/{name.lstrip('/')}"
@@ -243,63 +281,53 @@ class _Scan:
             return
         self.findings.append(Finding(self._where(name), kind, detail))
 
-    def _visit_guarded(self, raw_name: bytes, info: Any) -> int | None:
-        # An exception raised inside h5py's C callback comes out as a SystemError that
-        # hides it; stop the walk instead (a non-None return) and raise it afterwards.
-        try:
-            return self._visit(raw_name, info)
-        except BaseException as error:  # noqa: BLE001 - re-raised as is by run()
-            self.error = error
-            return 1
-
-    def _visit(self, raw_name: bytes, info: Any) -> None:
-        self.links += 1
-        if self.links > MAX_LINKS:
-            raise unreadable(self.path, f"HDF5 file holds more than {MAX_LINKS} links")
+    def _name(self, raw_name: bytes) -> str:
         name = self.group._d(raw_name)
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "backslashreplace")
-        kind = info.type
-        if kind == h5l.TYPE_HARD:
-            if info.u not in self.seen:  # the object's address: an object counts once
-                self.seen.add(info.u)
-                self._check_object(raw_name, name)
-        elif kind == h5l.TYPE_SOFT:
-            self._check_soft(raw_name, name)
+        return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+
+    def _check_link(self, group: Any, raw_name: bytes, last: bytes, kind: int) -> None:
+        """A soft, external or user-defined link named `last` in the open `group`."""
+        name = self._name(raw_name)
+        if kind == h5l.TYPE_SOFT:
+            target = group.links.get_val(last)
+            problem = self._resolve(group, target)
+            if problem is not None:
+                self._add(name, "hdf5_soft_link", f"soft link to {_text(target)} {problem}")
         elif kind == h5l.TYPE_EXTERNAL:
-            parent, _, last = raw_name.rpartition(b"/")
-            holder = self._open(parent)  # kept alive: a LinkProxy does not hold its group
-            filename, target = holder.links.get_val(last)
+            filename, target = group.links.get_val(last)
             self._add(
                 name, "hdf5_external_link",
                 f"external link to {_text(target)} in file {_text(filename)}",
             )
         else:
             self._add(name, "hdf5_user_link", f"user-defined link of class {kind}")
-        return None
 
-    def _open(self, raw_name: bytes) -> Any:
-        """An object by a path the walk reported: hard links only, nothing else traversed."""
-        return h5o.open(self.root, raw_name or b".")
-
-    def _check_object(self, raw_name: bytes, name: str) -> None:
-        node = self._open(raw_name)
-        self._check_attributes(node, name)
-        if not isinstance(node, h5d.DatasetID):
-            return
+    def _check_object(self, group: Any, raw_name: bytes, last: bytes) -> Any:
+        """Check the object a hard link names; the open group if it is one, else None."""
+        node = h5o.open(group, last)
+        is_dataset = isinstance(node, h5d.DatasetID)
+        attributes = h5a.get_num_attrs(node)
+        if attributes:
+            self._check_attributes(node, self._name(raw_name), attributes)
+        if not is_dataset:
+            return node if isinstance(node, h5g.GroupID) else None
+        name = self._name(raw_name)
         if len(self.shapes) >= MAX_DATASETS:
             raise unreadable(self.path, f"HDF5 file holds more than {MAX_DATASETS} datasets")
         if is_plain_contiguous(node):  # nothing in its creation properties can point elsewhere
             self._add_shape(node, name)
         elif not self._check_storage(node, name):
-            return  # a virtual dataset: named as such, nothing more to read
+            return None  # a virtual dataset: named as such, nothing more to read
         if _has_reference(node.get_type()):
             self._add(name, "hdf5_reference", "dataset holds HDF5 object or region references")
+        return None
 
     def _add_shape(self, node: Any, name: str) -> None:
         space = node.get_space()
-        if space.get_simple_extent_type() != h5s.NULL:  # null: no shape to report
-            self.shapes[name] = tuple(int(size) for size in space.shape)
+        shape = space.shape
+        # Rank 0 is a scalar or a null dataspace; null has no shape to report.
+        if shape or space.get_simple_extent_type() != h5s.NULL:
+            self.shapes[name] = shape
 
     def _check_storage(self, node: Any, name: str) -> bool:
         """Virtual datasets, external raw storage and filters that are not built in; False
@@ -335,8 +363,8 @@ class _Scan:
                 )
         return True
 
-    def _check_attributes(self, node: Any, name: str) -> None:
-        for index in range(h5a.get_num_attrs(node)):
+    def _check_attributes(self, node: Any, name: str, count: int) -> None:
+        for index in range(count):
             attr = h5a.open(node, index=index)
             if _has_reference(attr.get_type()):
                 self._add(
@@ -344,17 +372,10 @@ class _Scan:
                     f"attribute {_text(attr.name)} holds HDF5 object or region references",
                 )
 
-    def _check_soft(self, raw_name: bytes, name: str) -> None:
-        parent, _, last = raw_name.rpartition(b"/")
-        holder = self._open(parent)  # kept alive: a LinkProxy does not hold its group
-        target = holder.links.get_val(last)
-        problem = self._resolve(parent, target)
-        if problem is not None:
-            self._add(name, "hdf5_soft_link", f"soft link to {_text(target)} {problem}")
-
-    def _resolve(self, parent: bytes, target: bytes) -> str | None:
-        """Follow a soft link's target inside this file; say why it fails, None if it resolves."""
-        location = self.root if target.startswith(b"/") else self._open(parent)
+    def _resolve(self, group: Any, target: bytes) -> str | None:
+        """Follow a soft link's target (in `group`) inside this file; say why it fails,
+        None if it resolves."""
+        location = self.root if target.startswith(b"/") else group
         pending = list(reversed(target.split(b"/")))
         hops = 0
         while pending:
