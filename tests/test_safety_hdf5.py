@@ -678,3 +678,29 @@ def test_plain_keras_on_the_same_file(work, plain_keras, case):
             assert outcome["load_model"].startswith("refused: KeyError"), outcome
         if "load_weights" in outcome:
             assert outcome["load_weights"] == "leaked", outcome
+
+
+def test_a_link_name_with_a_slash_is_refused_without_following_it(tmp_path):
+    """HDF5 link names are plain names, but a crafted file can hold 'grp/ext' (bytes patched in
+    an old-style local heap): opening it would walk through 'grp' into the external link 'ext'
+    and make libhdf5 open another file. The scan reports it and opens nothing by that name."""
+    path = tmp_path / "slash.h5"
+    missing = tmp_path / "never_opened.h5"
+    with h5py.File(path, "w") as handle:  # libver earliest: names in a local heap, no checksums
+        handle.create_group("grp")
+        handle["grp"]["ext"] = h5py.ExternalLink(str(missing), "/")
+        handle["zz_AAext"] = np.zeros(3)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"zz_AAext")
+    assert at > 0 and data.count(b"zz_AAext") == 1
+    data[at:at + 8] = b"grp/ext\x00"
+    path.write_bytes(bytes(data))
+    names = []
+    with h5py.File(path, "r") as handle:
+        handle.id.links.iterate(lambda name, info: names.append(name), info=True)
+        assert b"grp/ext" in names  # the crafted name is really there
+        _shapes, findings = h5_format.scan_hdf5(str(path), handle, "")
+    kinds = {(f.path, f.kind) for f in findings}
+    assert ("/grp/ext", "hdf5_link_name") in kinds and ("/grp/ext", "hdf5_external_link") in kinds
+    with pytest.raises(UnsafeContentError):
+        ensure_artifact_safe(read_artifact(path), allow_unsafe=False)

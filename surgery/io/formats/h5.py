@@ -247,7 +247,12 @@ class _Scan:
                 continue
             last, kind, address = link
             raw_name = prefix + last
-            if kind != h5l.TYPE_HARD:
+            if b"/" in last or last in (b"", b"."):
+                # libhdf5 reads such a name as a path: opening it would follow other links
+                # (an external one opens another file) or name another object than the link's.
+                self._add(self._name(raw_name), "hdf5_link_name",
+                          f"link name {_text(last)} is not a plain name (HDF5 would follow it as a path)")
+            elif kind != h5l.TYPE_HARD:
                 self._check_link(group, raw_name, last, kind)
             elif address not in self.seen:  # the object's address: an object counts once
                 self.seen.add(address)
