@@ -288,18 +288,26 @@ def verify_streaming(model, *, steps: Iterable[int] = VERIFY_STEPS, batches: Ite
             chunk_models[key] = compiled_call(built)
         return chunk_models[key]
 
+    for batch, inputs, refs, init_key, init in _cases(sequence_model, seq_plan, sequence_fn, original_fn, batches,
+                                                       length, seed):
+        for k in steps:
+            streamed, states_at = stream_through(step_for, inputs, init, seq_plan, steps=k, length=length,
+                                                 checkpoints=_checkpoints(k, length))
+            result = _compare_run(refs, init_key, init, streamed, states_at, report.check)
+            report.runs.append({"steps": k, "batch": batch, "initial_state": init_key, **result})
+    return report
+
+
+def _cases(sequence_model, seq_plan, sequence_fn, original_fn, batches, length: int, seed: int):
+    """(batch, inputs, references, "zero"|"random", initial states) of every streamed check: the
+    same seeded inputs and initial states for the Keras step models and for exported backends."""
     for batch in batches:
         inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch,
                                limits=input_id_limits(sequence_model))
         refs = _References(sequence_fn, original_fn, seq_plan, inputs, length)
         for init_key in ("zero", "random"):
-            init = initial_states(seq_plan, batch=batch, random=init_key == "random", seed=seed + 7 * batch)
-            for k in steps:
-                streamed, states_at = stream_through(step_for, inputs, init, seq_plan, steps=k, length=length,
-                                                     checkpoints=_checkpoints(k, length))
-                result = _compare_run(refs, init_key, init, streamed, states_at, report.check)
-                report.runs.append({"steps": k, "batch": batch, "initial_state": init_key, **result})
-    return report
+            yield batch, inputs, refs, init_key, initial_states(seq_plan, batch=batch, random=init_key == "random",
+                                                                seed=seed + 7 * batch)
 
 
 def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: StreamPlan, report: StreamReport, *,
@@ -316,33 +324,29 @@ def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: Stre
     result = {"steps": k, "length": length, "outputs": {}, "states": {}}
     if keras_step is not None:
         result["vs_keras_step"] = {}
-    for batch in batches:
-        inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch,
-                               limits=input_id_limits(sequence_model))
-        refs = _References(sequence_fn, None, seq_plan, inputs, length)
-        for init_key in ("zero", "random"):
-            init = initial_states(seq_plan, batch=batch, random=init_key == "random", seed=seed + 7 * batch)
 
-            def only(fn):
-                def chunk(size):
-                    if size != k:
-                        raise UsageError(f"{name} runs chunks of {k} steps, asked for {size}")
-                    return fn
-                return chunk
+    def only(fn):
+        def chunk(size):
+            if size != k:
+                raise UsageError(f"{name} runs chunks of {k} steps, asked for {size}")
+            return fn
+        return chunk
 
-            streamed, states_at = stream_through(only(step_fn), inputs, init, seq_plan, steps=k, length=length,
-                                                 checkpoints=_checkpoints(k, length))
-            compared = _compare_run(refs, init_key, init, streamed, states_at,
-                                    lambda key, got, want: report.check(f"{name}: {key}", got, want))
-            for key in ("outputs", "states"):
-                for out_name, err in compared[key].items():
-                    result[key][out_name] = max(result[key].get(out_name, 0.0), err)
-            if keras_step is not None:
-                expected, _ = stream_through(only(keras_step), inputs, init, seq_plan, steps=k, length=length)
-                for out_name, got, want in zip(seq_plan.original_outputs, streamed, expected):
-                    result["vs_keras_step"][out_name] = max(
-                        result["vs_keras_step"].get(out_name, 0.0),
-                        report.check(f"{name} vs Keras step model: {out_name}", got, want))
+    for _batch, inputs, refs, init_key, init in _cases(sequence_model, seq_plan, sequence_fn, None, batches,
+                                                        length, seed):
+        streamed, states_at = stream_through(only(step_fn), inputs, init, seq_plan, steps=k, length=length,
+                                             checkpoints=_checkpoints(k, length))
+        compared = _compare_run(refs, init_key, init, streamed, states_at,
+                                lambda key, got, want: report.check(f"{name}: {key}", got, want))
+        for key in ("outputs", "states"):
+            for out_name, err in compared[key].items():
+                result[key][out_name] = max(result[key].get(out_name, 0.0), err)
+        if keras_step is not None:
+            expected, _ = stream_through(only(keras_step), inputs, init, seq_plan, steps=k, length=length)
+            for out_name, got, want in zip(seq_plan.original_outputs, streamed, expected):
+                result["vs_keras_step"][out_name] = max(
+                    result["vs_keras_step"].get(out_name, 0.0),
+                    report.check(f"{name} vs Keras step model: {out_name}", got, want))
     report.backends[name] = result
     return result
 
