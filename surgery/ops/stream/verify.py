@@ -298,6 +298,16 @@ def verify_streaming(model, *, steps: Iterable[int] = VERIFY_STEPS, batches: Ite
     return report
 
 
+def _fold_run(result: dict, report: StreamReport, name: str, refs, init_key, init, streamed, states_at) -> None:
+    """Compare one streamed run of backend `name` (checked into the report) and keep the worst
+    error per output and state in `result`."""
+    compared = _compare_run(refs, init_key, init, streamed, states_at,
+                            lambda key, got, want: report.check(f"{name}: {key}", got, want))
+    for key in ("outputs", "states"):
+        for out_name, err in compared[key].items():
+            result[key][out_name] = max(result[key].get(out_name, 0.0), err)
+
+
 def _cases(sequence_model, seq_plan, sequence_fn, original_fn, batches, length: int, seed: int):
     """(batch, inputs, references, "zero"|"random", initial states) of every streamed check: the
     same seeded inputs and initial states for the Keras step models and for exported backends."""
@@ -336,11 +346,7 @@ def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: Stre
                                                         length, seed):
         streamed, states_at = stream_through(only(step_fn), inputs, init, seq_plan, steps=k, length=length,
                                              checkpoints=_checkpoints(k, length))
-        compared = _compare_run(refs, init_key, init, streamed, states_at,
-                                lambda key, got, want: report.check(f"{name}: {key}", got, want))
-        for key in ("outputs", "states"):
-            for out_name, err in compared[key].items():
-                result[key][out_name] = max(result[key].get(out_name, 0.0), err)
+        _fold_run(result, report, name, refs, init_key, init, streamed, states_at)
         if keras_step is not None:
             expected, _ = stream_through(only(keras_step), inputs, init, seq_plan, steps=k, length=length)
             for out_name, got, want in zip(seq_plan.original_outputs, streamed, expected):
@@ -463,19 +469,12 @@ def verify_internal(name: str, driver: _InternalDriver, model, plan: StreamPlan,
     sequence_fn = compiled_call(sequence_model)
     batch = plan.batch_size
     result = {"steps": k, "length": length, "batch": batch, "outputs": {}, "states": {}}
-    inputs = stream_inputs(sequence_model.inputs, seq_plan, batch=batch, length=length, seed=seed + batch,
-                           limits=input_id_limits(sequence_model))
-    refs = _References(sequence_fn, None, seq_plan, inputs, length)
-    for init_key in ("zero", "random"):
-        init = initial_states(seq_plan, batch=batch, random=init_key == "random", seed=seed + 7 * batch)
+    for _batch, inputs, refs, init_key, init in _cases(sequence_model, seq_plan, sequence_fn, None, [batch],
+                                                        length, seed):
         driver.start(init)
         streamed, states_at = stream_through(lambda _k: driver, inputs, init, seq_plan, steps=k, length=length,
                                              checkpoints=_checkpoints(k, length))
-        compared = _compare_run(refs, init_key, init, streamed, states_at,
-                                lambda key, got, want: report.check(f"{name}: {key}", got, want))
-        for key in ("outputs", "states"):
-            for out_name, err in compared[key].items():
-                result[key][out_name] = max(result[key].get(out_name, 0.0), err)
+        _fold_run(result, report, name, refs, init_key, init, streamed, states_at)
     # reset_state really zeroes: the first chunk after a reset matches a fresh zero-state run.
     driver.reset()
     first = driver([x[:, :k] if seq else x for x, seq in
