@@ -34,6 +34,7 @@ from surgery.io.formats import (
     unreadable,
 )
 from surgery.io.formats.h5 import hdf5_memory_guard, scan_hdf5
+from surgery.io.formats.h5_open import open_image
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -186,8 +187,8 @@ def _read_weight_shapes(
     _refuse_bomb(path, info)
     try:
         if info.file_size <= IN_MEMORY_SCAN_BYTES:
-            with hdf5_memory_guard(), _h5_from_image(_read_member_capped(path, archive, info,
-                                                                         IN_MEMORY_SCAN_BYTES)) as weights:
+            data = _read_member_capped(path, archive, info, IN_MEMORY_SCAN_BYTES)
+            with hdf5_memory_guard(), open_image(data) as weights:
                 return scan_hdf5(path, weights, where=info.filename + ":")
         with open_member_seekable(path, archive, info) as member, hdf5_memory_guard():
             with h5py.File(member, "r") as weights:
@@ -203,16 +204,6 @@ def _read_weight_shapes(
 # A weights member up to this size is scanned from memory (libhdf5 reads a file image
 # natively); larger ones through a window onto the archive (a Python call per read).
 IN_MEMORY_SCAN_BYTES = 16 << 20
-
-
-def _h5_from_image(data: bytes) -> h5py.File:
-    """An HDF5 file opened read-only from bytes in memory (core driver, nothing on disk)."""
-    from h5py import h5f, h5p
-
-    access = h5p.create(h5p.FILE_ACCESS)
-    access.set_fapl_core(backing_store=False)
-    access.set_file_image(data)
-    return h5py.File(h5f.open(b"in-memory weights", h5f.ACC_RDONLY, fapl=access))
 
 
 def open_member_seekable(
