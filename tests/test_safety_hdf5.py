@@ -433,21 +433,28 @@ def test_every_fixture_reads_without_hazards(path):
 
 
 def test_read_time_stays_linear(tmp_path):
-    """A model-sized file (1000 datasets in nested groups) reads in well under a second."""
+    """10x the datasets (nested groups, an attribute per layer) costs about 10x the read, not
+    100x: a ratio of two sizes, best of three each (shared CPUs make single timings noisy)."""
     import time
 
-    path = tmp_path / "big.weights.h5"
-    with h5py.File(path, "w") as handle:
-        for layer in range(250):
-            group = handle.create_group(f"layers/layer_{layer}/cell/vars")
-            group.parent.attrs["name"] = f"layer_{layer}"
-            for index in range(4):
-                group[str(index)] = np.zeros((4, 4), "f4")
-    start = time.perf_counter()
-    artifact = read_artifact(path)
-    elapsed = time.perf_counter() - start
-    assert len(artifact.weight_shapes) == 1000 and artifact.hazards == ()
-    assert elapsed < 2.0, elapsed
+    def timed(layers: int) -> float:
+        path = tmp_path / f"big_{layers}.weights.h5"
+        with h5py.File(path, "w") as handle:
+            for layer in range(layers):
+                group = handle.create_group(f"layers/layer_{layer}/cell/vars")
+                group.parent.attrs["name"] = f"layer_{layer}"
+                for index in range(4):
+                    group[str(index)] = np.zeros((4, 4), "f4")
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            artifact = read_artifact(path)
+            best = min(best, time.perf_counter() - start)
+        assert len(artifact.weight_shapes) == 4 * layers and artifact.hazards == ()
+        return best
+
+    small, large = timed(100), timed(1000)
+    assert large < 40 * max(small, 1e-3), (small, large)
 
 
 # ----------------------------------------------------------------------------------------
