@@ -10,7 +10,9 @@ For each model size (MB of float32 LSTM weights; --big adds 1024):
   naive route; the figure is best tool time / best naive time, and peak RSS of each as a
   multiple of the model file's size, bytes over bytes (GNU time's maximum resident set of
   the largest process). Beside it the floor for any run that loads the model into Keras:
-  the bare `import tensorflow, keras` peak RSS plus the file's size.
+  the bare `import tensorflow, keras` peak RSS plus the file's size. One more run splits the
+  peak into anonymous memory (the process' own: Python, tensors, the weights) and the
+  shared libraries' file-backed pages (benchmarks/memory_split.py).
 - copy: `cli.py expose-state MODEL -o OUT --no-verify` against `cp MODEL COPY && sync`
   (benchmarks/disk_pace.py: each run from a fresh state, outputs removed and the disk synced
   first, untimed), interleaved the same way; with --baseline, the same command from another
@@ -37,6 +39,7 @@ DATA = ROOT / "benchmarks" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from disk_pace import cp_and_sync, fresh, interleaved as interleaved_fresh  # noqa: E402
+from memory_split import measure as memory_split  # noqa: E402
 from run import big_lstm_model, machine, member_hash, timed  # noqa: E402
 
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -69,11 +72,14 @@ def bench_size(size_mb: int, repeat: int, verified: bool, rows: list, import_rss
         })
         (tool, tool_rss), (naive, naive_rss) = got["tool"], got["naive"]
         floor = rss_ratio(import_rss, size) + 1
+        split = memory_split([*CLI, "expose-state", str(model), "-o", str(out), "--force"])
         rows.append((f"verified expose-state, {mb:.0f} MB", f"{tool:.2f} s vs naive {naive:.2f} s",
                      f"**{tool / naive:.2f}×** the naive route; peak RSS {tool_rss} MiB = "
                      f"**{rss_ratio(tool_rss, size):.2f}×** the model file (naive {naive_rss} MiB = "
                      f"{rss_ratio(naive_rss, size):.2f}×; floor, bare imports + the file: {floor:.2f}×); "
-                     f"best of {repeat}, interleaved"))
+                     f"of it anonymous memory at most {split.peak_anon_mib} MiB = "
+                     f"{rss_ratio(split.peak_anon_mib, size):.2f}× (beside {split.file_at_peak_mib} MiB of "
+                     f"shared-library pages; benchmarks/memory_split.py, one more run); best of {repeat}, interleaved"))
     rows.append(bench_copy(model, repeat, baseline))
     for path in (out, naive_out, copy):
         path.unlink(missing_ok=True)
