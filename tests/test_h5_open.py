@@ -75,3 +75,23 @@ def test_scan_of_an_image_equals_the_scan_of_the_file_on_disk(tmp_path):
     assert found == expected
     assert len(expected[0]) > 3 and {f.kind for f in expected[1]} == {
         "hdf5_reference", "hdf5_soft_link", "hdf5_external_link"}
+
+
+def test_small_files_are_read_once_and_scanned_from_memory(tmp_path, monkeypatch):
+    """A file up to the cap is one snapshot in memory: rewriting it afterwards changes nothing
+    read through the handle, and the same file open in plain h5py meanwhile is no conflict
+    (HDF5 refuses a second open of one file with other access settings)."""
+    from surgery.io.formats import h5_open
+
+    path = tmp_path / "model.weights.h5"
+    shutil.copyfile(FIXTURES / "lstm_sequential.weights.h5", path)
+    expected = h5_format.read_h5(str(path)).weight_shapes
+    with h5py.File(path, "r") as elsewhere, h5_open.open_file(path) as snapshot:
+        assert snapshot.driver == "core" and elsewhere.driver == "sec2"
+        path.write_bytes(b"\0" * 64)  # replaced under the open handle
+        assert h5_format.scan_hdf5(str(path), snapshot)[0] == expected
+    shutil.copyfile(FIXTURES / "lstm_sequential.weights.h5", path)
+    monkeypatch.setattr(h5_open, "IN_MEMORY_SCAN_BYTES", path.stat().st_size - 1)
+    with h5_open.open_file(path) as on_disk:
+        assert on_disk.driver == "sec2"
+        assert h5_format.scan_hdf5(str(path), on_disk)[0] == expected

@@ -32,6 +32,7 @@ from surgery.io.formats import (
     short_repr,
     unreadable,
 )
+from surgery.io.formats import h5_open
 from surgery.io.safety import Finding
 
 MODEL_CONFIG_ATTR = "model_config"
@@ -51,7 +52,7 @@ MAX_DATASETS = 1_000_000
 def read_h5(path: str) -> ModelArtifact:
     with hdf5_memory_guard():
         try:
-            handle = h5py.File(path, "r", locking=False)
+            handle = h5_open.open_file(path)
         except OSError as error:
             raise unreadable(path, f"corrupt or truncated HDF5 file ({error})") from None
         with handle:

@@ -20,9 +20,14 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import stat
 
 import h5py
 from h5py import h5f, h5p
+
+# An HDF5 file (or .keras weights member) up to this size is read once and scanned from
+# memory (libhdf5 reads a file image natively); larger ones are opened where they lie.
+IN_MEMORY_SCAN_BYTES = 16 << 20
 
 _LIBRARY: list = []  # [ctypes.CDLL | None], looked up once
 _IMAGE_NUMBERS = itertools.count()  # next() is atomic under the GIL
@@ -57,6 +62,22 @@ def _hdf5_library():
         _LIBRARY[0] = library
         break
     return _LIBRARY[0]
+
+
+def open_file(path: str | os.PathLike) -> h5py.File:
+    """A Keras HDF5 file opened read-only for one metadata pass: a regular file up to
+    IN_MEMORY_SCAN_BYTES is read once and opened from memory (one consistent snapshot of it,
+    and open_image's faster scan); anything else as h5py.File(path, "r", locking=False)."""
+    # Non-blocking: opening a FIFO must not wait for a writer (regular files ignore the flag).
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(descriptor, "rb", buffering=0, closefd=True) as handle:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            data = bytearray()
+            while len(data) <= IN_MEMORY_SCAN_BYTES and (chunk := handle.read(IN_MEMORY_SCAN_BYTES + 1 - len(data))):
+                data += chunk
+            if len(data) <= IN_MEMORY_SCAN_BYTES:
+                return open_image(bytes(data))
+    return h5py.File(path, "r", locking=False)
 
 
 def open_image(data: bytes) -> h5py.File:

@@ -34,7 +34,7 @@ from surgery.io.formats import (
     unreadable,
 )
 from surgery.io.formats.h5 import hdf5_memory_guard, scan_hdf5
-from surgery.io.formats.h5_open import open_image
+from surgery.io.formats.h5_open import IN_MEMORY_SCAN_BYTES, open_image
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -201,9 +201,6 @@ def _read_weight_shapes(
         ) from None
 
 
-# A weights member up to this size is scanned from memory (libhdf5 reads a file image
-# natively); larger ones through a window onto the archive (a Python call per read).
-IN_MEMORY_SCAN_BYTES = 16 << 20
 
 
 def open_member_seekable(
