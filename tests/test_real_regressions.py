@@ -118,6 +118,36 @@ def test_list_style_sequential_converts(tmp_path):
     assert result.verified and result.max_abs_diff is not None, result.check
 
 
+def _moduleless_functional(path):
+    """A Functional model as Keras <= 2.12 wrote it (no "module" in any layer config; the
+    real nakdimon 0.1.2 model): Embedding with batch_input_shape, Bidirectional(LSTM)."""
+    ids = tf_keras.Input((None,))
+    x = tf_keras.layers.Embedding(10, 4, mask_zero=True)(ids)
+    x = tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(3, return_sequences=True), merge_mode="sum")(x)
+    tf_keras.Model(ids, [tf_keras.layers.Dense(2, name="N")(x), tf_keras.layers.Dense(3, name="D")(x)]).save(path)
+
+    def strip(value):
+        if isinstance(value, dict):
+            value.pop("module", None)
+            value.pop("registered_name", None)
+        for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+            strip(child)
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        strip(config)
+        assert "batch_input_shape" in json.dumps(config["config"]["layers"][1])  # on the Embedding
+        handle.attrs["model_config"] = json.dumps(config)
+
+
+def test_moduleless_functional_with_a_wrapper_converts(tmp_path):
+    path = tmp_path / "nomodule.h5"
+    _moduleless_functional(path)
+    result = convert_file(path, tmp_path / "nomodule.keras")
+    assert result.verified and result.max_abs_diff is not None, result.check
+    assert "2 output(s) vs the Keras 2 original" in result.check
+
+
 # 4. tf_keras custom classes in convert ---------------------------------------------------
 
 TF_KERAS_SCALE = """
