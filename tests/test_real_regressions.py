@@ -148,6 +148,27 @@ def test_moduleless_functional_with_a_wrapper_converts(tmp_path):
     assert "2 output(s) vs the Keras 2 original" in result.check
 
 
+def _own_loss(y_true, y_pred):
+    import keras
+
+    return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+
+def test_a_training_loss_of_its_own_does_not_stop_a_trusted_model(tmp_path):
+    """Keras 3 saves a plain-function loss by name only (module "builtins"): a model to compute
+    with is built without it (the real ao-compensation-model GRU was exit 5 with --unsafe)."""
+    import keras
+
+    x = keras.Input((5, 2))
+    model = keras.Model(x, keras.layers.Dense(1)(keras.layers.GRU(3)(x)))
+    model.compile(optimizer="adam", loss=_own_loss)
+    path = tmp_path / "own_loss.keras"
+    model.save(path)
+    for output in ("exposed.keras", "exposed.h5", "exposed_savedmodel"):
+        result = expose_state_file(path, tmp_path / output, unsafe=True)
+        assert result.report.ok and result.report.checks, result.report.summary()
+
+
 # 4. tf_keras custom classes in convert ---------------------------------------------------
 
 TF_KERAS_SCALE = """
