@@ -517,7 +517,8 @@ def verify_internal(name: str, driver: _InternalDriver, model, plan: StreamPlan,
         driver.start(init)
         streamed, states_at = stream_through(lambda _k: driver, inputs, init, seq_plan, steps=k, length=length,
                                              checkpoints=_checkpoints(k, length))
-        _fold_run(result, report, name, refs, init_key, init, streamed, states_at)
+        bound = _backend_bound(report.tolerance, refs, init_key, init, streamed, states_at, None, seed=seed + batch)
+        _fold_run(result, report, name, refs, init_key, init, streamed, states_at, bound)
     # reset_state really zeroes: the first chunk after a reset matches a fresh zero-state run.
     driver.reset()
     first = driver([x[:, :k] if seq else x for x, seq in
