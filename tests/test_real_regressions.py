@@ -169,6 +169,20 @@ def test_a_training_loss_of_its_own_does_not_stop_a_trusted_model(tmp_path):
         assert result.report.ok and result.report.checks, result.report.summary()
 
 
+def test_verify_across_keras_families_names_the_translation_to_verify_against(tmp_path):
+    """A Keras 2 file's --to keras3 result was "differ in structure: dense (dtype)" (exit 1)."""
+    path = tmp_path / "listseq.h5"
+    _list_sequential(path)
+    exposed = tmp_path / "exposed.keras"
+    assert expose_state_file(path, exposed, to="keras3").report.ok
+    with pytest.raises(NotSupportedError, match="is keras2 and .* is keras3: .*lstm-surgery convert ORIGINAL"):
+        verify_files(path, exposed)
+    translation = tmp_path / "listseq.keras"
+    convert_file(path, translation)
+    report = verify_files(translation, exposed)
+    assert report.ok and report.checks and report.worst_exact == 0, report.summary()
+
+
 # 4. tf_keras custom classes in convert ---------------------------------------------------
 
 TF_KERAS_SCALE = """
