@@ -118,6 +118,71 @@ def test_list_style_sequential_converts(tmp_path):
     assert result.verified and result.max_abs_diff is not None, result.check
 
 
+def _moduleless_functional(path):
+    """A Functional model as Keras <= 2.12 wrote it (no "module" in any layer config; the
+    real nakdimon 0.1.2 model): Embedding with batch_input_shape, Bidirectional(LSTM)."""
+    ids = tf_keras.Input((None,))
+    x = tf_keras.layers.Embedding(10, 4, mask_zero=True)(ids)
+    x = tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(3, return_sequences=True), merge_mode="sum")(x)
+    tf_keras.Model(ids, [tf_keras.layers.Dense(2, name="N")(x), tf_keras.layers.Dense(3, name="D")(x)]).save(path)
+
+    def strip(value):
+        if isinstance(value, dict):
+            value.pop("module", None)
+            value.pop("registered_name", None)
+        for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+            strip(child)
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        strip(config)
+        assert "batch_input_shape" in json.dumps(config["config"]["layers"][1])  # on the Embedding
+        handle.attrs["model_config"] = json.dumps(config)
+
+
+def test_moduleless_functional_with_a_wrapper_converts(tmp_path):
+    path = tmp_path / "nomodule.h5"
+    _moduleless_functional(path)
+    result = convert_file(path, tmp_path / "nomodule.keras")
+    assert result.verified and result.max_abs_diff is not None, result.check
+    assert "2 output(s) vs the Keras 2 original" in result.check
+
+
+def _own_loss(y_true, y_pred):
+    import keras
+
+    return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+
+def test_a_training_loss_of_its_own_does_not_stop_a_trusted_model(tmp_path):
+    """Keras 3 saves a plain-function loss by name only (module "builtins"): a model to compute
+    with is built without it (the real ao-compensation-model GRU was exit 5 with --unsafe)."""
+    import keras
+
+    x = keras.Input((5, 2))
+    model = keras.Model(x, keras.layers.Dense(1)(keras.layers.GRU(3)(x)))
+    model.compile(optimizer="adam", loss=_own_loss)
+    path = tmp_path / "own_loss.keras"
+    model.save(path)
+    for output in ("exposed.keras", "exposed.h5", "exposed_savedmodel"):
+        result = expose_state_file(path, tmp_path / output, unsafe=True)
+        assert result.report.ok and result.report.checks, result.report.summary()
+
+
+def test_verify_across_keras_families_names_the_translation_to_verify_against(tmp_path):
+    """A Keras 2 file's --to keras3 result was "differ in structure: dense (dtype)" (exit 1)."""
+    path = tmp_path / "listseq.h5"
+    _list_sequential(path)
+    exposed = tmp_path / "exposed.keras"
+    assert expose_state_file(path, exposed, to="keras3").report.ok
+    with pytest.raises(NotSupportedError, match="is keras2 and .* is keras3: .*lstm-surgery convert ORIGINAL"):
+        verify_files(path, exposed)
+    translation = tmp_path / "listseq.keras"
+    convert_file(path, translation)
+    report = verify_files(translation, exposed)
+    assert report.ok and report.checks and report.worst_exact == 0, report.summary()
+
+
 # 4. tf_keras custom classes in convert ---------------------------------------------------
 
 TF_KERAS_SCALE = """

@@ -322,6 +322,86 @@ def test_tflite_builtin_ops_and_named_binding(load):
         assert np.max(np.abs(got - want)) <= TOL
 
 
+def _amplifying_gru():
+    """GRU -> Dense -> softmax with weights that amplify rounding (as the real waf-brain model's
+    GRU(101) -> Dense(20) -> Dense(101, softmax) does: TFLite 7e-4 from Keras on the output)."""
+    import keras
+
+    x = keras.Input((None, 8))
+    h = keras.layers.GRU(32, name="gru")(x)
+    y = keras.layers.Dense(50, activation="softmax", name="head")(keras.layers.Dense(64, name="mid")(h))
+    model = keras.Model(x, y)
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.standard_normal(w.shape).astype("float32") * scale
+                       for w, scale in zip(model.get_weights(), (1.0, 0.6, 0.1, 1.0, 0.1, 1.0, 0.1))])
+    return model
+
+
+def test_exported_backend_rounding_differently_is_judged_by_the_measured_amplification():
+    from surgery.check import tolerance
+    from surgery.ops import stream
+
+    model = _amplifying_gru()
+    step, plan = stream.build_step_model(model, steps=1)
+    keras_step = stream.compiled_call(step)
+    rng = np.random.default_rng(0)
+
+    def rounds_differently(values):  # every input and state one ulp away at every step
+        return keras_step([np.nextafter(v, rng.choice((-np.inf, np.inf), size=v.shape).astype(v.dtype)).astype(v.dtype)
+                           for v in values])
+
+    def slips(values):  # a semantic slip of 2e-3 on the output
+        outputs = keras_step(values)
+        return [outputs[0] + np.float32(2e-3)] + outputs[1:]
+
+    plain = tolerance.bound_for("float32", steps=200)
+    report = stream.StreamReport(length=200, tolerance=plain)
+    stream.verify_backend("tflite", rounds_differently, model, plan, report, keras_step=keras_step)
+    # beyond the plain bound anywhere (softmax: |ref| <= 1), within it plus the measured amplification
+    assert report.backends["tflite"]["outputs"]["head"] > (plain.atol + plain.rtol) * plain.growth
+    assert report.ok, report.summary()
+    slipped = stream.StreamReport(length=200, tolerance=plain)
+    stream.verify_backend("tflite", slips, model, plan, slipped, keras_step=keras_step)
+    assert not slipped.ok and not slipped.checks["tflite: output head"].ok
+
+
+def test_stateful_backend_rounding_differently_is_judged_by_the_measured_amplification():
+    from surgery.check import tolerance
+    from surgery.ops import stream
+
+    model = _amplifying_gru()
+    step, plan = stream.build_step_model(model, steps=1, batch_size=2)
+    keras_step = stream.compiled_call(step)
+    count = len(plan.original_outputs)
+    rng = np.random.default_rng(0)
+
+    class Carried:  # keeps its own state, like a stateful SavedModel or TFLite model
+        def __init__(self, offset):
+            self.offset, self.states = np.float32(offset), []
+
+        def start(self, init):
+            self.states = [np.array(s) for s in init]
+
+        def reset(self):
+            self.states = [np.zeros_like(s) for s in self.states]
+
+        def __call__(self, values):
+            moved = [np.nextafter(v, rng.choice((-np.inf, np.inf), size=v.shape).astype(v.dtype)).astype(v.dtype)
+                     for v in values[:plan.states.original_inputs] + self.states]
+            outputs = keras_step(moved)
+            self.states = outputs[count:]
+            return [outputs[0] + self.offset] + outputs[1:]
+
+    plain = tolerance.bound_for("float32", steps=200)
+    report = stream.StreamReport(length=200, tolerance=plain)
+    stream.verify_internal("tflite", Carried(0.0), model, plan, report)
+    assert report.backends["tflite"]["outputs"]["head"] > (plain.atol + plain.rtol) * plain.growth
+    assert report.ok, report.summary()
+    slipped = stream.StreamReport(length=200, tolerance=plain)
+    stream.verify_internal("tflite", Carried(2e-3), model, plan, slipped)
+    assert not slipped.ok and not slipped.checks["tflite: output head"].ok
+
+
 def test_tflite_internal_state_uses_resource_variables(load):
     from surgery.ops import stream
     from surgery.io import tflite

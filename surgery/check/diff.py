@@ -167,12 +167,15 @@ _STATE_KEYS = ("return_state", "stateful")
 _TRAINING_ONLY = ("_initializer", "_regularizer", "_constraint")
 
 
-def _without(value, keys):
-    """`value` with the given keys dropped from every dict inside it."""
+def _comparable(value):
+    """`value` without what surgery may change or a save renumbers, in every dict inside it:
+    return_state/stateful, training-only keys, Keras 3's shared_object_id (a wrapper's inner
+    layer serialized by two saves carries two)."""
     if isinstance(value, dict):
-        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+        return {k: _comparable(v) for k, v in value.items()
+                if k not in _STATE_KEYS and k != "shared_object_id" and not k.endswith(_TRAINING_ONLY)}
     if isinstance(value, list):
-        return [_without(v, keys) for v in value]
+        return [_comparable(v) for v in value]
     return value
 
 
@@ -186,8 +189,8 @@ def structural_mismatch(original: str | os.PathLike, rebuilt: str | os.PathLike)
     # Surgery may only turn on return_state (also of a wrapper's inner layers): any other
     # difference, at any depth, is structural.
     changed = {name: [k for k in keys if k not in _STATE_KEYS and not k.endswith(_TRAINING_ONLY) and
-                      _without(before[name].get("config", {}).get(k), _STATE_KEYS)
-                      != _without(after[name].get("config", {}).get(k), _STATE_KEYS)]
+                      _comparable(before[name].get("config", {}).get(k))
+                      != _comparable(after[name].get("config", {}).get(k))]
                for name, keys in layers["changed"].items()}
     changed = {name: keys for name, keys in changed.items() if keys}
     problems = []

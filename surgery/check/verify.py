@@ -23,7 +23,7 @@ from surgery.io import families
 from surgery.check import oracle, tolerance
 from surgery.check.report import CheckReport, raise_if_failed  # noqa: F401  (raise_if_failed re-exported)
 from surgery.graph import registry
-from surgery.errors import SurgeryError, UsageError, VerificationError
+from surgery.errors import NotSupportedError, SurgeryError, UsageError, VerificationError
 
 
 @dataclass
@@ -452,11 +452,18 @@ def verify_files(original_path, rebuilt_path, *, unsafe: bool = False, custom_ob
     from surgery.io.safety import ensure_artifact_safe
 
     artifact = read_artifact(rebuilt_path)
+    source = read_artifact(original_path)
     trusted = (custom_objects or {}).keys()
     # Safety first (nothing of either file is read past its metadata before this), then the
     # static structure: unrelated models are told apart without running anything.
-    for checked in (read_artifact(original_path), artifact):
+    for checked in (source, artifact):
         ensure_artifact_safe(checked, allow_unsafe=unsafe, trusted=trusted)
+    if source.family != artifact.family:
+        # Identity is claimed within one Keras; across them the translation is the original.
+        raise NotSupportedError(
+            f"verify compares two models of one Keras family; {os.fspath(original_path)!r} is {source.family} and "
+            f"{os.fspath(rebuilt_path)!r} is {artifact.family}: verify it against the Keras 3 translation of the "
+            "original (lstm-surgery convert ORIGINAL -o ORIGINAL.keras, itself checked against the original)")
     mismatch = structural_mismatch(original_path, rebuilt_path)
     if mismatch:
         raise VerificationError(mismatch)

@@ -94,7 +94,7 @@ def translate_config(config: dict, keras_layers, *, remedy: str = DEFAULT_REMEDY
     for item in list(walk_values(new)):
         if isinstance(item, dict) and item.get("class_name") == "Sequential":
             _explicit_sequential_input(item["config"])
-            _keras3_modules(keras_layers, item["config"])
+    _keras3_modules(keras_layers, new)
     for item in list(walk_values(new)):
         if isinstance(item, dict) and isinstance(item.get("config", {}).get("layers"), list):
             # tf_keras addresses a nested model's n-th call as node n+1, Keras 3 as node n.
@@ -227,17 +227,16 @@ def _explicit_sequential_input(config: dict) -> None:
 
 
 def _keras3_modules(keras_layers, config: dict) -> None:
-    """Name the module of every built-in layer inside a Sequential. Keras 3's Sequential
-    reads a module-less layer with its legacy loader, whose wrappers (Bidirectional,
-    TimeDistributed) then look their inner layer up without one and cannot find it."""
-    for item in walk_values(config.get("layers") or []):
+    """Name the module of every built-in layer (Keras <= 2.12 wrote none). Keras 3's wrappers
+    (Bidirectional, TimeDistributed) look their inner layer up by its module, in a Functional
+    model as in a Sequential one, and cannot find a module-less LSTM."""
+    for item in walk_values(config):
         if (isinstance(item, dict) and isinstance(item.get("config"), dict) and "module" not in item
                 and isinstance(getattr(keras_layers, str(item.get("class_name")), None), type)):
             item.update({"module": "keras.layers", "registered_name": None})
-    for entry in config.get("layers") or []:
         # Read by Keras 3's current loader, which refuses it; the InputLayer holds the shape.
-        if entry.get("class_name") != "InputLayer" and isinstance(entry.get("config"), dict):
-            entry["config"].pop("batch_input_shape", None)
+        if isinstance(item, dict) and item.get("class_name") != "InputLayer" and isinstance(item.get("config"), dict):
+            item["config"].pop("batch_input_shape", None)
 
 
 def _translate_layer(keras_layers, item: dict, notes: list, cudnn: dict, remedy: str = DEFAULT_REMEDY) -> None:

@@ -64,11 +64,20 @@ class Keras3Family:
             return json.loads(json.dumps(self.keras.saving.serialize_keras_object(model)))
 
     def deserialize(self, config: dict, custom_objects=None):
+        objects = {**keras3_mask_ops(), **custom_objects_for(self.name, custom_objects)}
         with quiet():
             # Keras pops keys from the config it deserializes: give it a copy.
-            return self.keras.saving.deserialize_keras_object(
-                copy.deepcopy(config), custom_objects={**keras3_mask_ops(), **custom_objects_for(self.name, custom_objects)},
-                safe_mode=True)
+            try:
+                return self.keras.saving.deserialize_keras_object(copy.deepcopy(config), custom_objects=objects,
+                                                                  safe_mode=True)
+            except TypeError:
+                if not isinstance(config, dict) or not config.get("compile_config"):
+                    raise
+            # The training loss or metric is the file's own (a plain function Keras saved by name
+            # only) and cannot be found: the model computes without it, as load_model(compile=False).
+            uncompiled = {key: value for key, value in config.items() if key != "compile_config"}
+            return self.keras.saving.deserialize_keras_object(copy.deepcopy(uncompiled), custom_objects=objects,
+                                                              safe_mode=True)
 
     def layer_config(self, layer) -> dict:
         return self.serialize(layer)

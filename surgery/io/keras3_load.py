@@ -212,6 +212,9 @@ def build_sharing(config: dict, original, *, custom_objects=None, safe_mode: boo
     from keras.src.saving.serialization_lib import ObjectSharingScope, deserialize_keras_object
 
     config = json.loads(json.dumps(config))  # Keras pops keys from what it deserializes
+    # A model to compute with, as load_model(compile=False): a training loss of the file's own
+    # (a plain function, saved by name only) need not be found.
+    config.pop("compile_config", None)
     with quiet(), cheap_initializers(variables_by_path(original)), ObjectSharingScope():
         rebuilt = deserialize_keras_object(config, custom_objects={**keras3_mask_ops(), **(custom_objects or {})},
                                            safe_mode=safe_mode)

@@ -55,9 +55,9 @@ class StreamReport(CheckReport):
         self.tolerance = tol_policy.as_bound(self.tolerance)
         self.what = self.what or f"streaming against the full-sequence model (T={self.length})"
 
-    def check(self, key: str, got, want) -> float:
-        """Compare elementwise under the report's bound, keep the worst per key; max |diff|."""
-        result = tol_policy.compare(got, want, self.tolerance)
+    def check(self, key: str, got, want, bound: tol_policy.Bound | None = None) -> float:
+        """Compare elementwise under the report's bound (or `bound`), keep the worst per key; max |diff|."""
+        result = tol_policy.compare(got, want, bound or self.tolerance)
         self.checks[key] = tol_policy.worst([self.checks[key], result]) if key in self.checks else result
         return result.max_abs_diff
 
@@ -298,11 +298,12 @@ def verify_streaming(model, *, steps: Iterable[int] = VERIFY_STEPS, batches: Ite
     return report
 
 
-def _fold_run(result: dict, report: StreamReport, name: str, refs, init_key, init, streamed, states_at) -> None:
+def _fold_run(result: dict, report: StreamReport, name: str, refs, init_key, init, streamed, states_at,
+              bound: tol_policy.Bound | None = None) -> None:
     """Compare one streamed run of backend `name` (checked into the report) and keep the worst
     error per output and state in `result`."""
     compared = _compare_run(refs, init_key, init, streamed, states_at,
-                            lambda key, got, want: report.check(f"{name}: {key}", got, want))
+                            lambda key, got, want: report.check(f"{name}: {key}", got, want, bound))
     for key in ("outputs", "states"):
         for out_name, err in compared[key].items():
             result[key][out_name] = max(result[key].get(out_name, 0.0), err)
@@ -342,19 +343,61 @@ def verify_backend(name: str, step_fn: Callable[[list], list], model, plan: Stre
             return fn
         return chunk
 
-    for _batch, inputs, refs, init_key, init in _cases(sequence_model, seq_plan, sequence_fn, None, batches,
-                                                        length, seed):
+    for batch, inputs, refs, init_key, init in _cases(sequence_model, seq_plan, sequence_fn, None, batches,
+                                                       length, seed):
         streamed, states_at = stream_through(only(step_fn), inputs, init, seq_plan, steps=k, length=length,
                                              checkpoints=_checkpoints(k, length))
-        _fold_run(result, report, name, refs, init_key, init, streamed, states_at)
+        expected = None
         if keras_step is not None:
             expected, _ = stream_through(only(keras_step), inputs, init, seq_plan, steps=k, length=length)
-            for out_name, got, want in zip(seq_plan.original_outputs, streamed, expected):
-                result["vs_keras_step"][out_name] = max(
-                    result["vs_keras_step"].get(out_name, 0.0),
-                    report.check(f"{name} vs Keras step model: {out_name}", got, want))
+        bound = _backend_bound(report.tolerance, refs, init_key, init, streamed, states_at, expected,
+                               seed=seed + batch)
+        _fold_run(result, report, name, refs, init_key, init, streamed, states_at, bound)
+        for out_name, got, want in zip(seq_plan.original_outputs, streamed, expected or []):
+            result["vs_keras_step"][out_name] = max(
+                result["vs_keras_step"].get(out_name, 0.0),
+                report.check(f"{name} vs Keras step model: {out_name}", got, want, bound))
     report.backends[name] = result
     return result
+
+
+def _backend_bound(plain: tol_policy.Bound, refs: _References, init_key, init, streamed, states_at, expected,
+                   *, seed: int) -> tol_policy.Bound:
+    """`plain`, or, where this run exceeds it, `plain` plus the full-sequence model's measured
+    amplification of one float32 rounding of its inputs and initial states.
+
+    An exported backend computes with kernels of its own (TFLite: other fused ops and
+    summation orders), so it rounds differently from Keras; a trained recurrence over T
+    steps, and the layers after it, amplify those roundings like any other (a GRU with a
+    dense head: 7e-4 on a softmax output, while TFLite and Keras are each 2e-4 from a float64
+    run). The term is the policy's (surgery/check/tolerance.py), capped there.
+    """
+    fits = []
+
+    def judge(_key, got, want) -> float:
+        fits.append(tol_policy.compare(got, want, plain).ok)
+        return 0.0
+
+    _compare_run(refs, init_key, init, streamed, states_at, judge)
+    for got, want in zip(streamed, expected or []):
+        judge(None, got, want)
+    if all(fits):
+        return plain
+    rng = np.random.default_rng(seed)
+    return tol_policy.with_sensitivity(plain, refs.full(init_key, init),
+                                       lambda: refs.sequence_fn(_nudged(refs.inputs, rng) + _nudged(init, rng)))
+
+
+def _nudged(values: list, rng) -> list:
+    """Each floating array one ulp up or down (random sign per element); ids unchanged."""
+    out = []
+    for value in values:
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating):
+            direction = rng.choice((-np.inf, np.inf), size=value.shape).astype(value.dtype)
+            value = np.nextafter(value, direction).astype(value.dtype)
+        out.append(value)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -474,7 +517,8 @@ def verify_internal(name: str, driver: _InternalDriver, model, plan: StreamPlan,
         driver.start(init)
         streamed, states_at = stream_through(lambda _k: driver, inputs, init, seq_plan, steps=k, length=length,
                                              checkpoints=_checkpoints(k, length))
-        _fold_run(result, report, name, refs, init_key, init, streamed, states_at)
+        bound = _backend_bound(report.tolerance, refs, init_key, init, streamed, states_at, None, seed=seed + batch)
+        _fold_run(result, report, name, refs, init_key, init, streamed, states_at, bound)
     # reset_state really zeroes: the first chunk after a reset matches a fresh zero-state run.
     driver.reset()
     first = driver([x[:, :k] if seq else x for x, seq in
