@@ -169,6 +169,25 @@ def test_a_training_loss_of_its_own_does_not_stop_a_trusted_model(tmp_path):
         assert result.report.ok and result.report.checks, result.report.summary()
 
 
+def test_a_training_loss_of_its_own_needs_no_opt_in(tmp_path):
+    """Nothing here compiles a model and Keras 3 finds a loss saved by name only among the
+    user's custom objects: the file is not refused (it was exit 3, "foreign_module ...
+    'builtins'", for every Keras 3 model trained with a loss of its own); inspect lists it."""
+    import keras
+
+    from surgery.ops.inspect import inspect
+
+    x = keras.Input((5, 2))
+    model = keras.Model(x, keras.layers.Dense(1)(keras.layers.GRU(3)(x)))
+    model.compile(optimizer="adam", loss=_own_loss)
+    path = tmp_path / "own_loss.keras"
+    model.save(path)
+    report = inspect(path)
+    assert report["unsafe"] == [] and [f["path"] for f in report["training_only"]] == ["compile_config.loss"]
+    result = expose_state_file(path, tmp_path / "exposed.keras")
+    assert result.report.ok and result.report.checks, result.report.summary()
+
+
 def test_verify_across_keras_families_names_the_translation_to_verify_against(tmp_path):
     """A Keras 2 file's --to keras3 result was "differ in structure: dense (dtype)" (exit 1)."""
     path = tmp_path / "listseq.h5"

@@ -479,7 +479,12 @@ def test_function_references_need_a_genuine_keras_function():
     assert scan_config(dense(function("keras.activations", "gelu"))) == []
     assert scan_config(dense(function("keras.activations", "deserialize")))[0].kind == "foreign_module"
     assert scan_config(dense(function("keras.losses", "rmtree")))[0].kind == "foreign_module"
-    assert scan_config(dense(function("builtins", "rmtree")))[0].kind == "foreign_module"
+    # Keras 3 looks a "builtins" function up among its own and the user's; tf_keras also in
+    # Python's builtins module, so a name found there is foreign, any other a custom object.
+    assert scan_config(dense(function("builtins", "rmtree")))[0].kind == "custom_object"
+    assert scan_config(dense(function("builtins", "exec")))[0].kind == "unsafe_api"
+    assert scan_config(dense(function("builtins", "open")))[0].kind == "foreign_module"
+    assert scan_config(dense(function("builtins", "getattr")))[0].kind == "foreign_module"
     assert scan_config(dense(function("tf_keras.src.utils", "relu")))[0].kind == "foreign_module"
     mismatched = {**function("keras.activations", "relu"), "registered_name": "serialize"}
     assert scan_config(dense(mismatched))[0].kind == "foreign_module"
@@ -493,3 +498,30 @@ def test_typespec_and_markers():
     assert scan_config({**spec, "module": "tensorflow.python.lib.io.file_io"})[0].kind == "foreign_module"
     assert scan_config({**spec, "spec_name": "GFile"})[0].kind == "foreign_module"
     assert scan_config({"class_name": "__keras_tensor__", "config": {"keras_history": ["a", 0, 0]}}) == []
+
+
+def test_custom_objects_of_the_training_configuration_are_listed_not_refused():
+    """Keras 3 saves a loss of the file's own as a "builtins" function by name: nothing here
+    compiles a model, and no Keras imports anything to find it. Anything importable, any
+    other hazard, and the same reference anywhere else stay refused."""
+    from surgery.errors import UnsafeContentError
+    from surgery.io.safety import ensure_safe, training_only
+
+    def model(compile_config, activation="relu"):
+        return {"module": "keras.src.models.functional", "class_name": "Functional", "config": {"name": "m", "layers": [
+            {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "activation": activation}}]},
+            "compile_config": compile_config}
+
+    own_loss = {"module": "builtins", "class_name": "function", "config": "my_loss", "registered_name": "function"}
+    registered = {"module": None, "class_name": "MyLoss", "config": {}, "registered_name": "pkg>MyLoss"}
+    config = model({"loss": own_loss, "metrics": [registered], "optimizer": "adam"})
+    findings = scan_config(config)
+    assert [(f.path, f.kind, training_only(f)) for f in findings] == [
+        ("compile_config.loss", "custom_object", True), ("compile_config.metrics[0]", "custom_object", True)]
+    ensure_safe(config)  # not refused
+    for refused in (model({"loss": {**own_loss, "config": "exec"}}),            # tf_keras finds Python's exec
+                    model({"loss": {"module": "mypkg.losses", "class_name": "MyLoss", "config": {}}}),  # imported
+                    model({"loss": {"class_name": "Lambda", "config": {"function": "x"}}}),
+                    model({}, activation=own_loss)):                              # a layer computes with it
+        with pytest.raises(UnsafeContentError):
+            ensure_safe(refused)

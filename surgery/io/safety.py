@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -61,6 +62,9 @@ class Finding:
     # "lambda" | "foreign_module" | "tfsmlayer" | "unsafe_api" | "custom_object" | "file_reference"
     kind: str
     detail: str  # human text naming the offending value
+    # A custom object that only the training configuration names and that no Keras resolves
+    # by importing anything: listed, never refused (see training_only).
+    training_only: bool = False
 
 
 _URL = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.\-]*://|file:)", re.IGNORECASE)
@@ -103,7 +107,8 @@ def ensure_safe(
         return
     trusted_names = frozenset(trusted)
     refused = [
-        finding for finding, trust_keys in _scan(config) if not (trust_keys & trusted_names)
+        finding for finding, trust_keys in _scan(config)
+        if not (trust_keys & trusted_names) and not training_only(finding)
     ]
     if not refused:
         return
@@ -145,6 +150,32 @@ def ensure_artifact_safe(
             raise UnsafeContentError(f"{error} [in {where}]") from None
 
 
+# Keras 3's top-level training configuration (optimizer, loss, metrics). Every model this tool
+# builds computes without it: load_model(compile=False) never reads it, and a rebuilt model
+# whose training configuration names what cannot be found is built without it.
+TRAINING_CONFIG_KEY = "compile_config"
+
+
+def _in_training_config(location: _Location | None) -> bool:
+    while location is not None and location[0] is not None:
+        location = location[0]
+    return location is not None and location[1] == TRAINING_CONFIG_KEY
+
+
+def _training_only(location: _Location | None, obj: Any, kind: str) -> bool:
+    """A custom object (a loss, a metric of the file's own) that only the training
+    configuration names and that no Keras finds by importing a module (no module, or Keras 3's
+    "builtins" for a function saved by name): resolved only among the user's custom objects,
+    and nothing here compiles a model, so it needs no registration."""
+    return (kind == "custom_object" and isinstance(obj, dict) and obj.get("module") in (None, "builtins")
+            and _in_training_config(location))
+
+
+def training_only(finding: Finding) -> bool:
+    """True for a finding listed but never refused (see _training_only)."""
+    return finding.training_only
+
+
 def _shorten(path: str, limit: int = 400) -> str:
     """A path from absurdly deep nesting would flood the message; keep both ends."""
     if len(path) <= limit:
@@ -173,7 +204,12 @@ def _scan(config: Any) -> list[tuple[Finding, frozenset[str]]]:
             check = _check_string(value, key)
         if check is not None:
             kind, detail, trust_keys = check
-            results.append((Finding(_render(location), kind, detail), trust_keys))
+            if _training_only(location, value, kind):
+                finding = Finding(_render(location), kind, f"{detail}, named only by the training configuration",
+                                  training_only=True)
+            else:
+                finding = Finding(_render(location), kind, detail)
+            results.append((finding, trust_keys))
     return results
 
 
@@ -371,9 +407,16 @@ def _check_module(
         if names_ok:
             return None
         # Keras 3 writes a registered custom function as module "builtins" with the
-        # "package>name" registration as its config.
-        custom = module is None or any(name and ">" in name for name in (function_name, registered))
-        where = f"from module {module!r}" if module else "without a module"
+        # "package>name" registration as its config, and an unregistered one as module
+        # "builtins" with its bare name: Keras 3 looks either up only among its own functions
+        # and the user's custom objects.
+        # (tf_keras does import Python's builtins for a name Keras does not have: exec, eval,
+        # open... stay foreign.)
+        custom = (module is None or (module == "builtins" and function_name not in vars(builtins))
+                  or any(name and ">" in name for name in (function_name, registered)))
+        where = ("saved by name only (module 'builtins')" if module == "builtins" and custom
+                 else "from module 'builtins' (Python's own function, to tf_keras)" if module == "builtins"
+                 else f"from module {module!r}" if module else "without a module")
         return (
             "custom_object" if custom else "foreign_module",
             f"function {_quote(obj.get('config'))} {where}, not a Keras function",

@@ -10,7 +10,7 @@ import os
 
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.io.formats import read_artifact
-from surgery.io.safety import scan_config
+from surgery.io.safety import scan_config, training_only
 from surgery.graph.sites import Site, find_sites
 from surgery.ops.state_io import find_state_io, read_manifest
 
@@ -75,6 +75,7 @@ def inspect(path: str | os.PathLike) -> dict:
         "unsupported_reason": None,
         "sites": [],
         "unsafe": [],
+        "training_only": [],
         "weights": {name: list(shape) for name, shape in artifact.weight_shapes.items()}
         if artifact.weights_only else {},
     }
@@ -88,7 +89,11 @@ def inspect(path: str | os.PathLike) -> dict:
     findings = [*artifact.hazards, *scan_config(config)]
     for where, embedded in artifact.embedded_configs:
         findings += [dataclasses.replace(f, path=f"{where}: {f.path}") for f in scan_config(embedded)]
-    report["unsafe"] = [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in findings]
+    report["unsafe"] = [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in findings
+                        if not training_only(f)]
+    # Custom objects only the training configuration names: listed, never refused (see safety).
+    report["training_only"] = [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in findings
+                               if training_only(f)]
     try:
         sites = find_sites(config, artifact.family)
         report["sites"] = [_with_stored_weights(_site_dict(site), artifact.weight_shapes) for site in sites]
@@ -110,7 +115,7 @@ def _serving_savedmodel(path) -> dict | None:
         "schema": SCHEMA, "path": str(path), "format": manifest.get("format", "savedmodel"),
         "family": manifest.get("family"), "keras_version": None, "weights_only": False,
         "model": {"class_name": "serving SavedModel", "name": manifest.get("operation")},
-        "supported": True, "unsupported_reason": None, "sites": [], "unsafe": [], "weights": {},
+        "supported": True, "unsupported_reason": None, "sites": [], "unsafe": [], "training_only": [], "weights": {},
         "state_io": {"outputs": [s["name"] for s in manifest.get("state_outputs", [])],
                      "inputs": [s["name"] for s in manifest.get("state_inputs", [])], "from": "manifest"},
         "serving": {"operation": manifest.get("operation"), "inputs": manifest.get("model_inputs", []),
@@ -173,6 +178,10 @@ def format_table(report: dict) -> str:
     if report["unsafe"]:
         lines.append(f"would run code or read other files on load ({len(report['unsafe'])}; refused unless --unsafe):")
         for finding in report["unsafe"]:
+            lines.append(f"  {finding['kind']}: {finding['path']}: {finding['detail']}")
+    if report.get("training_only"):
+        lines.append("named by the training configuration only (models here are never compiled; not refused):")
+        for finding in report["training_only"]:
             lines.append(f"  {finding['kind']}: {finding['path']}: {finding['detail']}")
     return "\n".join(lines)
 
