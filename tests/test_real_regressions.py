@@ -105,9 +105,18 @@ def _list_sequential(path):
         tf_keras.layers.Dense(2, activation="softmax"),
     ])
     model.save(path)
+
+    def list_form(config):
+        config["config"] = config["config"]["layers"]  # Keras <= 2.2.2 form
+
+    _edit_model_config(path, list_form)
+
+
+def _edit_model_config(path, edit) -> None:
+    """Rewrite the model_config attribute of a Keras 2 .h5 in place through `edit(config)`."""
     with h5py.File(path, "r+") as handle:
         config = json.loads(handle.attrs["model_config"])
-        config["config"] = config["config"]["layers"]  # Keras <= 2.2.2 form
+        edit(config)
         handle.attrs["model_config"] = json.dumps(config)
 
 
@@ -133,11 +142,11 @@ def _moduleless_functional(path):
         for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
             strip(child)
 
-    with h5py.File(path, "r+") as handle:
-        config = json.loads(handle.attrs["model_config"])
+    def without_modules(config):
         strip(config)
         assert "batch_input_shape" in json.dumps(config["config"]["layers"][1])  # on the Embedding
-        handle.attrs["model_config"] = json.dumps(config)
+
+    _edit_model_config(path, without_modules)
 
 
 def test_moduleless_functional_with_a_wrapper_converts(tmp_path):
