@@ -173,7 +173,7 @@ def save(model, path: PathLike, *, fmt: str | None = None, force: bool = False, 
         if source:
             job.add_source(source)
         out = Path(path)
-        job.check(pipeline.Target(out, directory=fmt == "savedmodel"))
+        job.check(pipeline.Target.model(out, fmt))
         found = state_io.find_state_io(family.serialize(model), family.name)
         manifest = pipeline.ModelManifest(
             fmt, family.name, model_inputs=[t.name.split(":")[0] for t in model.inputs],

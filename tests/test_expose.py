@@ -125,3 +125,23 @@ def test_corrupt_weights_member_fails_and_writes_nothing(tmp_path, verify_it):
     with pytest.raises(UnreadableModelError, match="corrupt"):
         expose_state_file(source, out, verify=verify_it)
     assert not out.exists() and not list(tmp_path.glob(".out.keras*"))
+
+
+@pytest.mark.parametrize("source,name,fmt,kind", [
+    ("lstm_sequential.keras", "exposed", "h5", "hdf5"),      # Keras 3 saving picks HDF5 by the name
+    ("lstm_sequential.h5", "exposed.bin", "keras", "zip"),
+    ("lstm_sequential.keras", "exposed.h5", "keras", "zip"),  # the format wins over the name
+])
+def test_format_wins_over_an_output_name_without_its_extension(tmp_path, source, name, fmt, kind):
+    """`-o exposed --format h5` was an internal error (exit 5): Keras saves by the file's
+    extension, and the staged temporary carried the output's (none)."""
+    import h5py
+
+    from surgery.io.formats import read_artifact
+
+    output = tmp_path / name
+    result = expose_state_file(FIXTURES / source, output, fmt=fmt)
+    assert result.report.ok and result.report.checks
+    assert (h5py.is_hdf5(output) if kind == "hdf5" else zipfile.is_zipfile(output))
+    assert read_artifact(output).format == ("h5" if kind == "hdf5" else "keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, name + ".manifest.json"])

@@ -241,11 +241,11 @@ class Outputs:
         self._staged: list[tuple[Path, Path, bool]] = []  # (dest, temp, directory)
         self.committed = False
 
-    def temp(self, dest: str | os.PathLike, *, directory: bool = False) -> Path:
-        """The temporary to write `dest` into. A file is created empty; a directory is left for
-        its writer (SavedModel) to create."""
+    def temp(self, dest: str | os.PathLike, *, directory: bool = False, suffix: str | None = None) -> Path:
+        """The temporary to write `dest` into (ending in `suffix`, default `dest`'s own). A file
+        is created empty; a directory is left for its writer (SavedModel) to create."""
         dest = Path(dest)
-        temp = temp_path(dest, suffix="" if directory else None)
+        temp = temp_path(dest, suffix="" if directory else suffix)
         if not directory:
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._staged.append((dest, temp, directory))

@@ -49,7 +49,7 @@ def convert_file(source: str | os.PathLike, output: str | os.PathLike | None = N
         output = Path(output) if output is not None else saving.default_output_path(artifact.path, "keras3", "keras")
         if saving.infer_format(output) != "keras":
             raise UsageError(f"convert writes a Keras 3 .keras file; received output {str(output)!r}")
-        job.check(pipeline.Target(output))
+        job.check(pipeline.Target.model(output, "keras"))
         job.step("translating to Keras 3")
         model, notes = translate(artifact, custom_objects=custom_objects, unsafe=unsafe, command="convert")
 

@@ -125,7 +125,7 @@ def _expose_live(job: pipeline.WriteJob, artifact: ModelArtifact, output, *, str
     from surgery.ops import translate
 
     output, fmt = _output_of(artifact, output, fmt, "exposed", default_format="keras" if to_keras3 else None)
-    job.check(pipeline.Target(output, directory=fmt == "savedmodel"))
+    job.check(pipeline.Target.model(output, fmt))
     model = job.load(artifact)
     if strip:
         job.step("stripping model-optimization wrappers")
@@ -172,7 +172,7 @@ def write_rewired(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: d
     fast = fmt == artifact.format and fmt in ("keras", "h5") and not plan.weights_layout_changed
     # A .keras copy reads its source once: the hash checks the members' CRCs on the way.
     one_read = fast and fmt == "keras"
-    job.check(pipeline.Target(output, directory=fmt == "savedmodel"),
+    job.check(pipeline.Target.model(output, fmt),
               hashes=pipeline.in_background(formats.keras_zip.sha256_checking_members) if one_read else None)
     return _write_checked(job, artifact, new_config, plan, output, fmt, fast=fast, verify=verify, data=data,
                           reference=reference)

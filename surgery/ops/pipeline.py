@@ -82,9 +82,21 @@ class Target:
 
     path: Path
     directory: bool = False
+    suffix: str | None = None  # the temporary's extension; None: the output's own
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def model(cls, path, fmt: str) -> "Target":
+        """A model written in `fmt`: a SavedModel is a directory; a model file's temporary
+        carries its format's extension whatever the output is named (Keras picks the format
+        it saves from the name: `-o model --format h5` must still be saved as HDF5)."""
+        path = Path(path)
+        if fmt == "savedmodel":
+            return cls(path, directory=True)
+        own = saving.EXTENSION_FORMATS.get(path.suffix.lower()) == fmt
+        return cls(path, suffix=None if own else saving.FORMAT_EXTENSIONS[fmt])
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,7 @@ class WriteJob:
         self._written = True
         report = None
         with saving.staged_outputs(force=self.force) as staged:
-            temps = {t.path: staged.temp(t.path, directory=t.directory) for t in self._targets}
+            temps = {t.path: staged.temp(t.path, directory=t.directory, suffix=t.suffix) for t in self._targets}
             write(temps)
             if verify is not None:
                 self.step(verify_step)

@@ -180,7 +180,7 @@ def splice(a, b, mode: str = "chain", mapping=None, *, output=None, data=None, f
 
 
 def _target(output: Path, fmt: str) -> pipeline.Target:
-    return pipeline.Target(output, directory=fmt == "savedmodel")
+    return pipeline.Target.model(output, fmt)
 
 
 # ----------------------------------------------------------------------------------------

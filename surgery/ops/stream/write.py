@@ -148,7 +148,7 @@ def _stream_file(source, output, *, state, steps, batch_size, tflite_path, verif
     with pipeline.WriteJob("stream", force=force, unsafe=unsafe, custom_objects=custom_objects,
                            progress=progress) as job:
         artifact = job.open(source, needs="streaming")
-        job.check(pipeline.Target(output, directory=fmt == "savedmodel"),
+        job.check(pipeline.Target.model(output, fmt),
                   *([pipeline.Target(tflite_path)] if tflite_path is not None else []))
         unknown = undeclared_layers(artifact.model_config, sorted(DECLARED_PER_STEP.get()))
         if unknown:
