@@ -145,3 +145,18 @@ def test_format_wins_over_an_output_name_without_its_extension(tmp_path, source,
     assert (h5py.is_hdf5(output) if kind == "hdf5" else zipfile.is_zipfile(output))
     assert read_artifact(output).format == ("h5" if kind == "hdf5" else "keras")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, name + ".manifest.json"])
+
+
+@pytest.mark.parametrize("name,fmt", [("exposed.keras", None), ("exposed", "savedmodel")])
+def test_cudnn_layers_of_a_keras2_model_are_written_as_hdf5_or_translated(tmp_path, name, fmt):
+    """tf_keras rebuilds CuDNNLSTM only through its HDF5 loader: any other format was an
+    internal error (exit 5); now a one-line refusal naming the two ways that work."""
+    from surgery.errors import NotSupportedError
+
+    source = FIXTURES / "keras2" / "k2_cudnn_lstm.h5"
+    with pytest.raises(NotSupportedError, match=r"CuDNNLSTM layers as '(keras|savedmodel)': write it as HDF5 "
+                                                r"\(-o NAME.h5\), or translate the model with --to keras3"):
+        expose_state_file(source, tmp_path / name, fmt=fmt)
+    assert list(tmp_path.iterdir()) == []
+    assert expose_state_file(source, tmp_path / "exposed.h5").report.ok
+    assert expose_state_file(source, tmp_path / "k3.keras", to="keras3").report.ok

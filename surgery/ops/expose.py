@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from surgery.check import cudnn_cpu
 from surgery.check.report import raise_if_failed
+from surgery.errors import NotSupportedError
+from surgery.graph.level import walk_values
 from surgery.graph.rewire import RewirePlan, rewire_states
 from surgery.graph.sites import find_sites
 from surgery.io import families, formats, layer_pairs, saving, writers
@@ -170,12 +173,30 @@ def write_rewired(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: d
     """
     output, fmt = _output_of(artifact, output, fmt, tag)
     fast = fmt == artifact.format and fmt in ("keras", "h5") and not plan.weights_layout_changed
+    if not fast:
+        _refuse_rebuilding_gpu_only_layers(artifact, fmt)
     # A .keras copy reads its source once: the hash checks the members' CRCs on the way.
     one_read = fast and fmt == "keras"
     job.check(pipeline.Target.model(output, fmt),
               hashes=pipeline.in_background(formats.keras_zip.sha256_checking_members) if one_read else None)
     return _write_checked(job, artifact, new_config, plan, output, fmt, fast=fast, verify=verify, data=data,
                           reference=reference)
+
+
+def _refuse_rebuilding_gpu_only_layers(artifact: ModelArtifact, fmt: str) -> None:
+    """tf_keras reads CuDNNLSTM / CuDNNGRU only from their own HDF5 file (its legacy loader):
+    it cannot rebuild them from a config, nor read back a .keras file it wrote of them, and
+    their SavedModel needs a GPU to trace. Only the .h5 written from the .h5 (config replaced,
+    weights copied) or a Keras 3 translation can hold such a model."""
+    if artifact.family != "keras2":
+        return
+    found = sorted({item["class_name"] for item in walk_values(artifact.model_config)
+                    if isinstance(item, dict) and item.get("class_name") in cudnn_cpu.GPU_ONLY_CLASSES})
+    if found:
+        keep = "write it as HDF5 (-o NAME.h5), or " if artifact.format == "h5" else ""
+        raise NotSupportedError(
+            f"tf_keras cannot rebuild {' and '.join(found)} layers as {fmt!r}: {keep}translate the model "
+            "with --to keras3 (LSTM/GRU with the cuDNN semantics)")
 
 
 def _write_checked(job: pipeline.WriteJob, artifact: ModelArtifact, new_config: dict, plan: RewirePlan,
