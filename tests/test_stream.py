@@ -558,3 +558,25 @@ def test_lean_trace_nested_and_concurrent_blocks_restore_keras_own_rnn():
     release.set()
     worker.join(10)
     assert backend.rnn is own
+
+
+def test_a_flex_tflite_model_is_checked_or_refused_in_one_line(tmp_path):
+    """A mixed-precision step converts only with TensorFlow (Flex) ops, which TensorFlow's own
+    Python interpreter no longer runs in recent builds: that was an internal error (exit 5).
+    Where no interpreter can run them the stream is refused (exit 4) and nothing is written;
+    where one can, the TFLite model is checked like any other. --no-verify writes it."""
+    from surgery.errors import NotSupportedError
+    from surgery.io import tflite
+    from surgery.ops import stream
+
+    source = FIXTURES / "mixed_precision.keras"
+    try:
+        result = stream.stream_file(source, tmp_path / "step", tflite_path=tmp_path / "step.tflite")
+    except NotSupportedError as error:
+        assert "needs TensorFlow ops (Flex" in str(error) and "--no-verify" in str(error)
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert result.report.ok and "tflite" in result.report.backends
+    unchecked = tmp_path / "unchecked"
+    stream.stream_file(source, unchecked / "step", tflite_path=unchecked / "step.tflite", verify=False)
+    assert tflite.op_report((unchecked / "step.tflite").read_bytes()).flex

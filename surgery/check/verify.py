@@ -350,7 +350,10 @@ def verify(original, rebuilt, plan, sites, *, batch: int = 4, seed: int = 0,
                 if same_shape and expected.size else 0.0)
         if same_shape and np.isnan(diff):
             diff = 0.0 if np.array_equal(expected, got, equal_nan=True) else float("inf")
-        report.exact[f"output {len(report.exact)}"] = diff if same_shape else float("inf")
+        key = f"output {len(report.exact)}"
+        if not same_shape:  # no difference to measure: say what does not match
+            key += f" (shape {tuple(got.shape)}, the original's {tuple(expected.shape)})"
+        report.exact[key] = diff if same_shape else float("inf")
     if not check_states or not plan.outputs:
         return report
     # Non-zero initial states check the state inputs too.

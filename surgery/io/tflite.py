@@ -342,13 +342,21 @@ def interpreter_class(needs_flex: bool = False):
 
 
 def load_interpreter(content: bytes, *, num_threads: int = 1, needs_flex: bool | None = None):
-    if needs_flex is None:
-        needs_flex = bool(op_report(content).flex)
-    cls = interpreter_class(needs_flex)
+    flex = op_report(content).flex if needs_flex is not False else ()
+    cls = interpreter_class(bool(needs_flex or flex))
     with quiet(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
         interpreter = cls(model_content=content, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError as error:
+            if not flex or "Flex" not in str(error):
+                raise
+            # TensorFlow's own Python interpreter lost its Flex delegate (TF >= 2.18 builds).
+            raise NotSupportedError(
+                f"the TFLite model needs TensorFlow ops ({', '.join(flex)}) and no TFLite interpreter here "
+                "links the Flex delegate that runs them, so it cannot be run or checked here; stream without "
+                "--tflite, or write it with --no-verify and run it where the Flex delegate is linked") from None
         return interpreter
 
 
