@@ -173,3 +173,19 @@ def test_convert_reports_one_check_and_fails_when_the_written_file_is_not_the_tr
     broken = verify_written(read_artifact(source), result.output, model, unsafe=False, custom_objects=None)
     assert not broken.ok and max(broken.exact.values()) > 0
     assert broken.summary().startswith("VERIFICATION FAILED") and "written output" in broken.summary()
+
+
+@pytest.mark.parametrize("fixture,wrapper", [("k2_clustered.h5", "ClusterWeightsRNN"),
+                                             ("k2_pruned.h5", "PruneLowMagnitude")])
+def test_model_optimization_wrappers_are_refused_by_keras3_with_the_way_out(tmp_path, fixture, wrapper):
+    """tfmot exists for tf_keras only: translating its wrappers was an internal error (exit 5,
+    "Unknown layer"); now a one-line refusal naming --strip, which does translate."""
+    from surgery.errors import NotSupportedError
+
+    source = FIXTURES / "keras2" / fixture
+    with pytest.raises(NotSupportedError, match=f"{wrapper} .* exist only in tf_keras.*--strip -o PLAIN.h5"):
+        convert_file(source, tmp_path / "converted.keras")
+    with pytest.raises(NotSupportedError, match="to use --to keras3, add --strip"):
+        expose_state_file(source, tmp_path / "exposed.keras", to="keras3")
+    assert list(tmp_path.iterdir()) == []
+    assert expose_state_file(source, tmp_path / "exposed.keras", to="keras3", strip=True).report.ok

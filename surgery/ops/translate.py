@@ -15,6 +15,7 @@ from surgery.io import families
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.graph.level import walk_values
+from surgery.graph.registry import WRAPPER_CLASSES
 from surgery.graph.translate import DEFAULT_REMEDY, apply_fold, cudnn_to_keras, translate_config
 
 # command -> (what to do about a Keras-2-only setting, what a Keras 3 custom class is needed for)
@@ -92,7 +93,16 @@ def translate_live(model, *, custom_objects=None, command: str | None = None):
 
 
 def _refuse_keras2_classes(config: dict, custom_objects, purpose: str) -> None:
-    """A custom class given only as a tf_keras class cannot live in a Keras 3 model."""
+    """A custom class given only as a tf_keras class cannot live in a Keras 3 model, nor can
+    tensorflow-model-optimization's wrappers (tfmot exists for tf_keras only)."""
+    wrappers = sorted({item["class_name"] for item in walk_values(config) if isinstance(item, dict)
+                       and item.get("class_name") in WRAPPER_CLASSES and isinstance(item.get("config"), dict)})
+    if wrappers:
+        how = ("add --strip" if purpose == ADVICE["expose-state"][1]
+               else "strip them first: lstm-surgery expose-state MODEL --strip -o PLAIN.h5")
+        raise NotSupportedError(f"{', '.join(wrappers)} (tensorflow-model-optimization wrappers) exist only in "
+                                f"tf_keras, not in Keras 3; to {purpose}, {how} (tfmot's own strip keeps the "
+                                "weights the model computes with)")
     given = custom_objects or {}
     usable = families.custom_objects_for("keras3", given)
     for item in walk_values(config):
