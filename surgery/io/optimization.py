@@ -13,9 +13,13 @@ from surgery.graph.registry import WRAPPER_CLASSES
 
 
 def uses_wrappers(config: dict | None) -> bool:
-    return config is not None and any(
-        isinstance(item, dict) and item.get("class_name") in WRAPPER_CLASSES for item in walk_values(config)
-    )
+    return bool(wrapper_classes(config))
+
+
+def wrapper_classes(config: dict | None) -> list[str]:
+    """The model-optimization wrapper classes a model config uses, sorted."""
+    return sorted({item["class_name"] for item in walk_values(config or {})
+                   if isinstance(item, dict) and item.get("class_name") in WRAPPER_CLASSES})
 
 
 def _tfmot():

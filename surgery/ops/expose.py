@@ -12,7 +12,6 @@ from typing import Iterable
 from surgery.check import cudnn_cpu
 from surgery.check.report import raise_if_failed
 from surgery.errors import NotSupportedError
-from surgery.graph.level import walk_values
 from surgery.graph.rewire import RewirePlan, rewire_states
 from surgery.graph.sites import find_sites
 from surgery.io import families, formats, layer_pairs, saving, writers
@@ -190,8 +189,7 @@ def _refuse_rebuilding_gpu_only_layers(artifact: ModelArtifact, fmt: str) -> Non
     weights copied) or a Keras 3 translation can hold such a model."""
     if artifact.family != "keras2":
         return
-    found = sorted({item["class_name"] for item in walk_values(artifact.model_config)
-                    if isinstance(item, dict) and item.get("class_name") in cudnn_cpu.GPU_ONLY_CLASSES})
+    found = cudnn_cpu.gpu_only_classes(artifact.model_config)
     if found:
         keep = "write it as HDF5 (-o NAME.h5), or " if artifact.format == "h5" else ""
         raise NotSupportedError(

@@ -11,11 +11,10 @@ import re
 
 import numpy as np
 
-from surgery.io import families
+from surgery.io import families, optimization
 from surgery.io.artifact import ModelArtifact
 from surgery.errors import NotSupportedError, UnreadableModelError
 from surgery.graph.level import walk_values
-from surgery.graph.registry import WRAPPER_CLASSES
 from surgery.graph.translate import DEFAULT_REMEDY, apply_fold, cudnn_to_keras, translate_config
 
 # command -> (what to do about a Keras-2-only setting, what a Keras 3 custom class is needed for)
@@ -95,8 +94,7 @@ def translate_live(model, *, custom_objects=None, command: str | None = None):
 def _refuse_keras2_classes(config: dict, custom_objects, purpose: str) -> None:
     """A custom class given only as a tf_keras class cannot live in a Keras 3 model, nor can
     tensorflow-model-optimization's wrappers (tfmot exists for tf_keras only)."""
-    wrappers = sorted({item["class_name"] for item in walk_values(config) if isinstance(item, dict)
-                       and item.get("class_name") in WRAPPER_CLASSES and isinstance(item.get("config"), dict)})
+    wrappers = optimization.wrapper_classes(config)
     if wrappers:
         how = ("add --strip" if purpose == ADVICE["expose-state"][1]
                else "strip them first: lstm-surgery expose-state MODEL --strip -o PLAIN.h5")
